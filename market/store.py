@@ -305,35 +305,31 @@ class MarketStore:
             else:
                 ids = np.array(sorted(set(isins)), dtype=object)
             ids = np.asarray(ids, dtype=object)
-            con.register("panel_ids", pd.DataFrame({"isin": ids, "sid": np.arange(len(ids))}))
+            n, t = len(ids), len(dates)
+            # Join to integer keys so the scatter below is one flat index per bar.
+            con.register("panel_ids", pd.DataFrame({"isin": ids, "row0": np.arange(n) * t}))
+            con.register("panel_days", pd.DataFrame({"date": dates, "col": np.arange(t)}))
             rows = con.execute(
                 """
-                SELECT p.sid, CAST(b.date - CAST(? AS DATE) AS INTEGER) AS day,
-                       b.open, b.high, b.low, b.close, b.volume
-                FROM bars b JOIN panel_ids p USING (isin)
+                SELECT p.row0 + d.col AS k, b.open, b.high, b.low, b.close, b.volume
+                FROM bars b JOIN panel_ids p USING (isin) JOIN panel_days d USING (date)
                 WHERE b.date BETWEEN ? AND ?
-                """,
-                [start, start, end],
-            ).fetchnumpy()
-            actions = con.execute(
-                """
-                SELECT p.sid, a.ex_date, a.ratio FROM corporate_actions a
-                JOIN panel_ids p USING (isin) WHERE a.ex_date > ? AND a.ex_date <= ?
                 """,
                 [start, end],
             ).fetchnumpy()
-        n, t = len(ids), len(dates)
-        # Calendar days since start -> session index (bars only fall on calendar dates).
-        offset = (dates - dates[0]).astype(np.int64)
-        day_to_col = np.full(int(offset[-1]) + 1, -1, dtype=np.int64)
-        day_to_col[offset] = np.arange(t)
-        sid = np.asarray(rows["sid"], dtype=np.int64)
-        col = day_to_col[np.asarray(rows["day"], dtype=np.int64)]
+            actions = con.execute(
+                """
+                SELECT p.row0 // ? AS sid, a.ex_date, a.ratio FROM corporate_actions a
+                JOIN panel_ids p USING (isin) WHERE a.ex_date > ? AND a.ex_date <= ?
+                """,
+                [t, start, end],
+            ).fetchnumpy()
+        flat = np.asarray(rows["k"], dtype=np.int64)
         out = {}
         for field in PRICE_FIELDS:
-            arr = np.full((n, t), np.nan)
-            arr[sid, col] = np.asarray(rows[field], dtype=np.float64)
-            out[field] = arr
+            arr = np.full(n * t, np.nan)
+            arr[flat] = np.asarray(rows[field], dtype=np.float64)
+            out[field] = arr.reshape(n, t)
         _apply_adjustments(out, dates, actions)
         return Panel(isins=ids, dates=dates, **out)
 

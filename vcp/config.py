@@ -21,10 +21,19 @@ def market_db_path() -> Path:
 
 
 def predictions_db_path() -> Path:
-    """The SQLite predictions database (VCP_PREDICTIONS_DB, default $VCP_DATA_DIR/predictions.db)."""
+    """SQLite predictions database (VCP_PREDICTIONS_DB, default $VCP_DATA_DIR/predictions.db)."""
     return Path(os.environ.get("VCP_PREDICTIONS_DB", data_dir() / "predictions.db"))
 
 
 def outputs_dir() -> Path:
     """Daily batch outputs and reports (VCP_OUTPUT_DIR, default $VCP_DATA_DIR/outputs)."""
     return Path(os.environ.get("VCP_OUTPUT_DIR", data_dir() / "outputs"))
+
+
+def bentoml_home() -> Path:
+    """The BentoML model store; kept under the data folder unless BENTOML_HOME is set."""
+    return Path(os.environ.get("BENTOML_HOME", data_dir() / "bentoml"))
+
+
+# Before anything imports bentoml, so the CLI, the service and tests share one model store.
+os.environ.setdefault("BENTOML_HOME", str(bentoml_home()))
