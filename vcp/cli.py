@@ -18,6 +18,8 @@ app = typer.Typer(help="VCP breakout scoring for NSE/BSE equities.", no_args_is_
 data_app = typer.Typer(help="The market store: build the demo, ingest files, inspect.",
                        no_args_is_help=True)
 app.add_typer(data_app, name="data")
+models_app = typer.Typer(help="Model versions in the BentoML store.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
 console = Console(stderr=True)
 
 DbOption = Annotated[
@@ -138,6 +140,99 @@ def data_info(
     print(f"bars:     {info['bars']:,}")
     print(f"sessions: {info['sessions']:,} from {info['first_date']} to {info['last_date']}")
     print(f"updated:  {info['updated_at']}")
+
+
+@app.command("train")
+def train_cmd(
+    quick: Annotated[bool, typer.Option(help="Small universe, fewer trees (about a minute).")]
+    = False,
+    seed: Annotated[int, typer.Option(help="Training seed.")] = 0,
+    promote: Annotated[
+        bool | None,
+        typer.Option(help="Make the new model active (default: only if none is active)."),
+    ] = None,
+    db: DbOption = None,
+) -> None:
+    """Walk-forward train, calibrate and save a `vcp_breakout` model with its report."""
+    from market.store import MarketStore, StoreError
+    from training_artifacts import model_store
+    from training_artifacts.train import DatasetError, TrainConfig, save, train
+
+    cfg = TrainConfig.for_mode(quick, seed)
+    store = MarketStore(_store_path(db))
+    try:
+        with progress_bar(total=None) as update:
+            result = train(store, cfg, progress=update)
+            update("saving to the model store")
+            version, report = save(result, reports_dir=config.data_dir() / "reports")
+    except (StoreError, DatasetError) as exc:
+        raise fail(str(exc)) from None
+    if promote or (promote is None and model_store.read_active() is None):
+        model_store.promote(version)
+        console.print(f"promoted {version} to active")
+    last = result.metadata["metrics"]["last_fold"]
+    print(f"saved vcp_breakout:{version} in {result.seconds:.0f} s; report: {report}")
+    for name in ("model", "logistic", "rule"):
+        m = last[name]
+        print(f"  last fold {name:9s} ROC-AUC {m['roc_auc']:.4f}  PR-AUC {m['pr_auc']:.4f}  "
+              f"P@20 {m['precision_at_20']:.4f}  P@50 {m['precision_at_50']:.4f}  "
+              f"R(top50) {m['mean_r_top_50']:+.3f}  base {m['base_rate']:.4f}")
+
+
+@models_app.command("list")
+def models_list() -> None:
+    """Versions in the store, newest first; * marks the active one."""
+    from training_artifacts import model_store
+
+    active = model_store.read_active()
+    models = model_store.list_models()
+    if not models:
+        print("no vcp_breakout models; run `python -m vcp train`")
+        return
+    for m in models:
+        s = model_store.summary(m)
+        mark = "*" if s["version"] == active else " "
+        auc = s["roc_auc_last_fold"]
+        print(f"{mark} {s['version']}  {s['created']}  source={s['data_source']}  "
+              f"quick={s['quick']}  last-fold AUC={auc if auc is None else round(auc, 4)}"
+              + ("" if s["features_match_code"] else "  (features differ from code)"))
+
+
+@models_app.command("show")
+def models_show(version: Annotated[str, typer.Argument(help="Version or 'latest'.")] = "latest"
+                ) -> None:
+    """A model's metadata as JSON."""
+    from training_artifacts import model_store
+
+    try:
+        model = model_store.get_model(version)
+    except model_store.ModelStoreError as exc:
+        raise fail(str(exc)) from None
+    print(json.dumps({"tag": str(model.tag), "path": model.path, **model.info.metadata},
+                     indent=2, default=str))
+
+
+@models_app.command("promote")
+def models_promote(version: Annotated[str, typer.Argument(help="Version to serve.")]) -> None:
+    """Set the active version the service serves (workers switch within seconds)."""
+    from training_artifacts import model_store
+
+    try:
+        print(f"active: {model_store.promote(version)}")
+    except model_store.ModelStoreError as exc:
+        raise fail(str(exc)) from None
+
+
+@models_app.command("delete")
+def models_delete(version: Annotated[str, typer.Argument(help="Version to delete.")]) -> None:
+    """Delete a version (not the active one)."""
+    from training_artifacts import model_store
+
+    try:
+        model_store.delete(version)
+    except model_store.ModelStoreError as exc:
+        raise fail(str(exc)) from None
+    print(f"deleted {version}")
 
 
 def main() -> None:
