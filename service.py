@@ -1,0 +1,125 @@
+"""BentoML wiring: the API service (FastAPI routes under /api/v1) depends on the model runner
+service, whose batchable `score` API merges concurrent requests into micro-batches.
+
+Run: `bentoml serve service:VcpApi` (or `make serve`). Logic lives in `serving/`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+
+import bentoml
+
+from market.store import MarketStore  # noqa: E402
+from serving import metrics  # noqa: E402
+from serving.api import ApiBackend, build_app  # noqa: E402
+from serving.http import ApiKeyMiddleware, ProcessTimeMiddleware  # noqa: E402
+from serving.market_data import MarketSnapshot  # noqa: E402
+from serving.registry import ModelRegistry  # noqa: E402
+from serving.scoring import ScoreResult, ScoreRow, ScoringCore  # noqa: E402
+from vcp import config  # sets BENTOML_HOME and BENTOML_DO_NOT_TRACK first
+
+log = logging.getLogger("vcp.service")
+
+# Load turns into bigger batches: up to 512 rows, waiting at most a second for a slot.
+MAX_BATCH_SIZE = int(os.environ.get("VCP_MAX_BATCH_SIZE", "512"))
+MAX_LATENCY_MS = int(os.environ.get("VCP_MAX_LATENCY_MS", "1000"))
+REFRESH_SECONDS = float(os.environ.get("VCP_REFRESH_SECONDS", "60"))
+WARM_SESSIONS = int(os.environ.get("VCP_WARM_SESSIONS", "5"))
+CORS_ORIGINS = [o for o in os.environ.get("VCP_CORS_ORIGINS", "").split(",") if o]
+
+
+@bentoml.service(
+    name="vcp_model_runner",
+    workers=int(os.environ.get("VCP_RUNNER_WORKERS", "1")),
+    traffic={"timeout": 30},
+)
+class ModelRunner:
+    """Holds the model registry; scores feature rows for the API service and the batch."""
+
+    def __init__(self) -> None:
+        self.core = ScoringCore(ModelRegistry(on_event=metrics.registry_event))
+        self.core.registry.refresh(force=True)
+
+    @bentoml.api(batchable=True, max_batch_size=MAX_BATCH_SIZE, max_latency_ms=MAX_LATENCY_MS)
+    def score(self, rows: list[ScoreRow]) -> list[ScoreResult]:
+        return self.core.score(rows)
+
+    @bentoml.api
+    def explain(self, row: ScoreRow) -> dict:
+        return self.core.explain(row)
+
+    @bentoml.api
+    def status(self) -> dict:
+        return self.core.status()
+
+    @bentoml.api
+    def reload(self) -> dict:
+        return self.core.reload()
+
+
+class _RunnerClient:
+    """Async calls to the runner service through BentoML's dependency proxy."""
+
+    def __init__(self, proxy) -> None:
+        self.proxy = proxy
+
+    async def score(self, rows):
+        return await self.proxy.to_async.score(rows)
+
+    async def explain(self, row):
+        return await self.proxy.to_async.explain(row)
+
+    async def status(self):
+        return await self.proxy.to_async.status()
+
+    async def reload(self):
+        return await self.proxy.to_async.reload()
+
+
+api_app = build_app(lambda: bentoml.get_current_service().backend)
+
+
+@bentoml.service(
+    name="vcp_api",
+    workers=int(os.environ.get("VCP_API_WORKERS", "1")),
+    traffic={"timeout": 60},
+    http={"cors": {"enabled": bool(CORS_ORIGINS), "access_control_allow_origins": CORS_ORIGINS,
+                   "access_control_allow_methods": ["GET", "POST", "OPTIONS"],
+                   "access_control_allow_headers": ["Content-Type", "X-API-Key"]}},
+)
+@bentoml.asgi_app(api_app, path="/api/v1")
+class VcpApi:
+    """VCP breakout scoring: /api/v1/predict, batch_predict, health, models, reload, metrics."""
+
+    runner = bentoml.depends(ModelRunner)
+
+    def __init__(self) -> None:
+        snapshot = MarketSnapshot(MarketStore(config.market_db_path()))
+        snapshot.load()
+        self.backend = ApiBackend(snapshot, _RunnerClient(self.runner))
+        threading.Thread(target=self._background, daemon=True, name="vcp-refresh").start()
+
+    def _background(self) -> None:
+        stop = threading.Event()
+        try:
+            self.backend.snapshot.warm(WARM_SESSIONS)
+        except Exception:
+            log.exception("warming recent sessions failed")
+        while not stop.wait(REFRESH_SECONDS):
+            try:
+                if self.backend.snapshot.maybe_refresh():
+                    log.info("market store changed: now as of %s",
+                             self.backend.snapshot.latest.as_of)
+            except Exception:
+                log.exception("market data refresh failed; keeping the previous snapshot")
+
+    def __is_ready__(self) -> bool:
+        return self.backend.snapshot.ready
+
+
+VcpApi.add_asgi_middleware(ApiKeyMiddleware)
+VcpApi.add_asgi_middleware(ProcessTimeMiddleware, on_response=lambda s, status: (
+    bentoml.get_current_service().backend.stats.record(s, status >= 500)))

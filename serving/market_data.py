@@ -1,0 +1,170 @@
+"""Market data held in memory by an API worker: today's features for every stock, other
+dates computed on demand and kept in a bounded cache.
+
+The latest 400 sessions are read at start-up and the features of every stock at the latest
+date computed once, so a default-date predict is a dictionary lookup. A newer store (after an
+ingest) is noticed by its `updated_at` metadata on `maybe_refresh()` (called on a timer and on
+reload) and swapped in whole, so readers never see half of two snapshots.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from datetime import date
+
+import numpy as np
+import pandas as pd
+
+from features import FEATURES, FeatureResult, compute_features_at
+from features.vector import HISTORY_WINDOW
+from market.master import StockMaster
+from market.store import MarketStore, Panel
+
+
+class DateOutOfRange(ValueError):
+    """The requested date is outside the stored data."""
+
+
+@dataclass
+class DateFeatures:
+    """Features of every stock at one as-of date."""
+
+    as_of: date
+    dates: np.ndarray  # panel dates, to turn contraction column indices into dates
+    result: FeatureResult
+    close: np.ndarray  # [n] last close, NaN when not traded
+    row_of: dict[str, int]
+
+    def row(self, isin: str) -> int | None:
+        return self.row_of.get(isin)
+
+    def pattern(self, i: int) -> dict:
+        raw = self.result.pattern(i)
+        checks = raw.get("trend_template", {})
+        return {
+            "vcp_detected": raw["detected"],
+            "contractions": [
+                {"start_date": _day(self.dates[s]), "end_date": _day(self.dates[e]),
+                 "depth": round(d, 6)}
+                for s, e, d in raw["contractions"]
+            ],
+            "pivot_price": raw["pivot"],
+            "base_length": raw["base_length"],
+            "trend_template": checks,
+            "trend_template_count": int(sum(checks.values())),
+        }
+
+    def features(self, i: int) -> dict[str, float | None]:
+        v = self.result.values[i]
+        return {name: (float(x) if np.isfinite(x) else None) for name, x in zip(FEATURES, v,
+                                                                                 strict=True)}
+
+
+def _day(d: np.datetime64) -> date:
+    return pd.Timestamp(d).date()
+
+
+def features_from_panel(panel: Panel) -> DateFeatures:
+    result = compute_features_at(panel.open, panel.high, panel.low, panel.close, panel.volume)
+    return DateFeatures(
+        as_of=panel.as_of,
+        dates=panel.dates,
+        result=result,
+        close=panel.close[:, -1].copy(),
+        row_of={isin: i for i, isin in enumerate(panel.isins)},
+    )
+
+
+class MarketSnapshot:
+    def __init__(self, store: MarketStore, cache_dates: int = 16):
+        self.store = store
+        self.cache_dates = cache_dates
+        self._lock = threading.Lock()
+        self._date_locks: dict[date, threading.Lock] = {}
+        self._cache: OrderedDict[date, DateFeatures] = OrderedDict()
+        self.master: StockMaster | None = None
+        self.latest: DateFeatures | None = None
+        self.calendar: np.ndarray = np.array([], dtype="datetime64[D]")
+        self.meta: dict[str, str] = {}
+
+    # -- loading -----------------------------------------------------------------------------
+    def load(self) -> None:
+        meta = self.store.get_meta()
+        master = self.store.master()
+        calendar = self.store.calendar()
+        panel = self.store.load_panel(None, HISTORY_WINDOW)
+        latest = features_from_panel(panel)
+        with self._lock:
+            self.meta, self.master, self.calendar, self.latest = meta, master, calendar, latest
+            self._cache = OrderedDict({latest.as_of: latest})
+
+    def maybe_refresh(self) -> bool:
+        """Reload when the store changed since the last load; True when it did."""
+        try:
+            updated = self.store.get_meta().get("updated_at")
+        except Exception:  # a store being replaced: try again on the next tick
+            return False
+        if updated == self.meta.get("updated_at"):
+            return False
+        self.load()
+        return True
+
+    @property
+    def ready(self) -> bool:
+        return self.latest is not None
+
+    @property
+    def data_source(self) -> str:
+        return self.meta.get("source", "unknown")
+
+    def date_range(self) -> tuple[date, date] | None:
+        if len(self.calendar) == 0:
+            return None
+        return _day(self.calendar[0]), _day(self.calendar[-1])
+
+    # -- lookups -----------------------------------------------------------------------------
+    def resolve_date(self, wanted: date | None) -> date:
+        """The session to use for `wanted`: itself, or the last session before a holiday."""
+        if self.latest is None:
+            raise RuntimeError("market data not loaded")
+        if wanted is None:
+            return self.latest.as_of
+        first, last = self.date_range()
+        if wanted < first or wanted > last:
+            raise DateOutOfRange(
+                f"prediction_date {wanted} is outside the data: available {first} to {last}"
+            )
+        i = int(np.searchsorted(self.calendar, np.datetime64(wanted, "D"), side="right")) - 1
+        return _day(self.calendar[i])
+
+    def at(self, wanted: date | None) -> DateFeatures:
+        as_of = self.resolve_date(wanted)
+        with self._lock:
+            hit = self._cache.get(as_of)
+            if hit is not None:
+                self._cache.move_to_end(as_of)
+                return hit
+            date_lock = self._date_locks.setdefault(as_of, threading.Lock())
+        with date_lock:  # one computation per date, however many requests wait for it
+            with self._lock:
+                hit = self._cache.get(as_of)
+            if hit is not None:
+                return hit
+            computed = features_from_panel(self.store.load_panel(as_of, HISTORY_WINDOW))
+            with self._lock:
+                self._cache[as_of] = computed
+                while len(self._cache) > self.cache_dates:
+                    oldest = next(iter(self._cache))
+                    if self.latest is not None and oldest == self.latest.as_of:
+                        self._cache.move_to_end(oldest)
+                        oldest = next(iter(self._cache))
+                    del self._cache[oldest]
+                self._date_locks.pop(as_of, None)
+            return computed
+
+    def warm(self, sessions: int) -> None:
+        """Precompute the most recent sessions (run in the background after start-up)."""
+        for d in self.calendar[-sessions - 1:-1][::-1]:
+            self.at(_day(d))

@@ -1,0 +1,177 @@
+"""Model registry for one worker: LRU cache, version pinning, fallback, cross-worker reload.
+
+Every worker owns one registry. The active version lives in a pointer file beside the
+BentoML model store (see training_artifacts.model_store); a worker stats that file at most
+once per `check_interval` seconds, so a promotion made through any worker (or the CLI)
+reaches all of them within a few seconds without a restart. A model that fails to load
+never replaces a working one: the registry keeps serving the last good version and reports
+itself degraded.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from features import FEATURES
+from training_artifacts import model_store
+from training_artifacts.artifact import ArtifactError, ModelArtifact, read_artifact
+
+
+class ModelUnavailable(RuntimeError):
+    """No model can be served (none trained, or every candidate failed to load)."""
+
+
+class UnknownModelVersion(LookupError):
+    pass
+
+
+@dataclass
+class LoadedModel:
+    version: str
+    artifact: ModelArtifact
+    metadata: dict[str, Any]
+    loaded_at: float = field(default_factory=time.time)
+
+
+@dataclass
+class RegistryStats:
+    hits: int = 0
+    misses: int = 0
+    loads: int = 0
+    load_failures: int = 0
+
+
+class ModelRegistry:
+    def __init__(self, capacity: int = 3, check_interval: float = 1.0, on_event=None):
+        self.capacity = capacity
+        self.check_interval = check_interval
+        self._cache: OrderedDict[str, LoadedModel] = OrderedDict()
+        self._lock = threading.RLock()
+        self._active: str | None = None
+        self._last_good: str | None = None
+        self._pointer_state: tuple[float, int] | None = None
+        self._next_check = 0.0
+        self.failures: dict[str, str] = {}
+        self.stats = RegistryStats()
+        self._on_event = on_event or (lambda _event, _version: None)
+
+    # -- loading -----------------------------------------------------------------------------
+    def _load(self, version: str) -> LoadedModel:
+        try:
+            model = model_store.get_model(version)
+        except model_store.ModelStoreError as exc:
+            raise UnknownModelVersion(str(exc)) from None
+        metadata = dict(model.info.metadata)
+        artifact = read_artifact(Path(model.path), metadata, FEATURES)
+        return LoadedModel(model.tag.version, artifact, metadata)
+
+    def get(self, version: str | None = None) -> LoadedModel:
+        """The model for `version` (pinned) or the active one; loads lazily, LRU-evicts."""
+        if version is None:
+            self.refresh()
+            version = self._active
+            if version is None:
+                raise ModelUnavailable(
+                    "no model can be served: train one with `python -m vcp train`"
+                )
+        with self._lock:
+            cached = self._cache.get(version)
+            if cached is not None:
+                self._cache.move_to_end(version)
+                self.stats.hits += 1
+                self._on_event("hit", version)
+                return cached
+            self.stats.misses += 1
+            self._on_event("miss", version)
+            try:
+                loaded = self._load(version)
+            except ArtifactError as exc:
+                self.stats.load_failures += 1
+                self.failures[version] = str(exc)
+                self._on_event("load_failure", version)
+                raise
+            self.stats.loads += 1
+            self._on_event("load", version)
+            self.failures.pop(version, None)
+            self._cache[loaded.version] = loaded
+            while len(self._cache) > self.capacity:
+                victim = next(v for v in self._cache if v != self._active)
+                del self._cache[victim]
+            return loaded
+
+    # -- the active version ------------------------------------------------------------------
+    def _pointer_signature(self) -> tuple[float, int] | None:
+        try:
+            st = os.stat(model_store.active_pointer_path())
+        except OSError:
+            return None
+        return (st.st_mtime, st.st_ino)
+
+    def refresh(self, force: bool = False) -> str | None:
+        """Re-read the active pointer if it changed; cheap (one stat) between changes."""
+        now = time.monotonic()
+        if not force and now < self._next_check and self._active is not None:
+            return self._active
+        with self._lock:
+            self._next_check = now + self.check_interval
+            signature = self._pointer_signature()
+            if not force and signature == self._pointer_state and self._active is not None:
+                return self._active
+            self._pointer_state = signature
+            wanted = model_store.read_active()
+            candidates = [wanted] if wanted else []
+            if not candidates:
+                candidates = [m.tag.version for m in model_store.list_models()]
+            self._switch(candidates)
+            return self._active
+
+    def _switch(self, candidates: list[str]) -> None:
+        for version in candidates:
+            if version == self._active:
+                return
+            try:
+                self.get(version)
+            except (ArtifactError, UnknownModelVersion) as exc:
+                self.failures[version] = str(exc)
+                continue
+            previous, self._active = self._active, version
+            self._last_good = version
+            if previous != version:
+                self._on_event("switch", version)
+            return
+        if self._active is None and self._last_good is None:
+            # Nothing usable yet: try every stored version, newest first.
+            for m in model_store.list_models():
+                if m.tag.version in candidates:
+                    continue
+                try:
+                    self.get(m.tag.version)
+                except (ArtifactError, UnknownModelVersion) as exc:
+                    self.failures[m.tag.version] = str(exc)
+                    continue
+                self._active = self._last_good = m.tag.version
+                return
+
+    # -- reporting ---------------------------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        wanted = model_store.read_active()
+        degraded = []
+        if wanted and wanted != self._active:
+            reason = self.failures.get(wanted, "not loaded yet")
+            degraded.append(
+                f"active pointer names {wanted} but serving {self._active}: {reason}"
+            )
+        return {
+            "active": self._active,
+            "wanted": wanted,
+            "cached": list(self._cache),
+            "degraded": degraded,
+            "failures": dict(self.failures),
+            "stats": vars(self.stats).copy(),
+        }

@@ -1,0 +1,163 @@
+"""Request and response bodies of /api/v1 (flat JSON, as in the seed's API), with examples."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+MAX_BATCH = 100
+
+_STOCK_EXAMPLE = {"bse_code": "700001"}
+
+
+class StockRef(BaseModel):
+    bse_code: str | None = Field(
+        None, description="6-digit BSE scrip code", examples=["700001"], max_length=20
+    )
+    nse_symbol: str | None = Field(
+        None, description="NSE symbol (case-insensitive)", examples=["KARITO"], max_length=40
+    )
+
+
+class PredictOptions(BaseModel):
+    prediction_date: date | None = Field(
+        None, description="As-of date (YYYY-MM-DD); default: the latest date in the store"
+    )
+    include_features: bool = Field(False, description="Return the 25 feature values")
+    include_explanation: bool = Field(
+        False, description="Return the top feature contributions (xgboost TreeSHAP)"
+    )
+    model_version: str | None = Field(
+        None, description="Pin a model version; default: the active one", max_length=80
+    )
+
+
+class PredictRequest(StockRef, PredictOptions):
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"bse_code": "700001", "include_features": True},
+        {"nse_symbol": "KARITO", "prediction_date": "2026-10-30", "include_explanation": True},
+    ]})
+
+
+class BatchPredictRequest(PredictOptions):
+    stocks: list[StockRef] = Field(
+        ..., description=f"1 to {MAX_BATCH} stocks", examples=[[_STOCK_EXAMPLE]]
+    )
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"stocks": [{"bse_code": "700001"}, {"nse_symbol": "KARITO"}],
+         "include_features": False},
+    ]})
+
+
+class Contraction(BaseModel):
+    start_date: date
+    end_date: date
+    depth: float = Field(description="(max high - min low) / max high of the contraction")
+
+
+class Pattern(BaseModel):
+    vcp_detected: bool
+    contractions: list[Contraction]
+    pivot_price: float | None
+    base_length: int | None = Field(description="Sessions from the base high to the as-of date")
+    trend_template: dict[str, bool]
+    trend_template_count: int
+
+
+class Contribution(BaseModel):
+    feature: str
+    value: float | None
+    contribution: float = Field(description="Log-odds contribution (TreeSHAP)")
+
+
+class Explanation(BaseModel):
+    base_value: float = Field(description="Log-odds before any feature")
+    top: list[Contribution]
+
+
+class PredictResponse(BaseModel):
+    isin: str
+    bse_code: str | None
+    nse_symbol: str | None
+    name: str
+    as_of_date: date
+    probability: float = Field(description="Calibrated probability that the breakout succeeds")
+    confidence: Literal["HIGH", "MEDIUM", "LOW"]
+    pattern: Pattern
+    features: dict[str, float | None] | None = None
+    explanation: Explanation | None = None
+    model_name: str
+    model_version: str
+    data_source: str = Field(description="'simulated' (demo market) or 'real'")
+    latency_ms: float
+
+
+class StockError(BaseModel):
+    index: int
+    bse_code: str | None
+    nse_symbol: str | None
+    status: int
+    error: str
+
+
+class BatchPredictResponse(BaseModel):
+    results: list[PredictResponse]
+    errors: list[StockError]
+    model_version: str | None
+    latency_ms: float
+
+
+class ErrorResponse(BaseModel):
+    error: str
+    detail: object | None = None
+
+
+class LatencySummary(BaseModel):
+    p50_ms: float | None
+    p95_ms: float | None
+
+
+class HealthResponse(BaseModel):
+    status: Literal["ok", "degraded", "down"]
+    reasons: list[str]
+    active_model: str | None
+    data_as_of: date | None
+    data_source: str | None
+    universe_size: int
+    scoreable_today: int
+    uptime_seconds: float
+    requests: int
+    error_rate: float
+    latency: LatencySummary
+
+
+class ModelSummary(BaseModel):
+    version: str
+    created: str
+    data_source: str | None
+    quick: bool
+    roc_auc_last_fold: float | None
+    precision_at_50_last_fold: float | None
+    features_match_code: bool
+    active: bool
+    cached: bool
+
+
+class ModelsResponse(BaseModel):
+    active: str | None
+    models: list[ModelSummary]
+
+
+class ReloadRequest(BaseModel):
+    version: str | None = Field(
+        None, description="Version to promote and serve; default: re-read the active pointer",
+        max_length=80,
+    )
+
+
+class ReloadResponse(BaseModel):
+    active: str
+    previous: str | None
+    data_as_of: date | None

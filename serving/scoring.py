@@ -1,0 +1,107 @@
+"""The model runner's logic, shared by the BentoML runner service and the in-process batch."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, Field
+
+from features import FEATURES
+from serving.registry import ModelRegistry, ModelUnavailable, UnknownModelVersion
+from training_artifacts.artifact import MODEL_NAME, ArtifactError
+
+
+class ScoreRow(BaseModel):
+    """One stock's 25 features (null for missing) and an optional pinned model version."""
+
+    features: list[float | None] = Field(min_length=len(FEATURES), max_length=len(FEATURES))
+    model_version: str | None = None
+
+
+class ScoreResult(BaseModel):
+    probability: float | None = None
+    confidence: str | None = None
+    model_version: str | None = None
+    error: str | None = None
+    status: int = 200
+
+
+def to_matrix(rows: list[list[float | None]]) -> np.ndarray:
+    return np.array([[np.nan if v is None else v for v in r] for r in rows], dtype=np.float64)
+
+
+class ScoringCore:
+    def __init__(self, registry: ModelRegistry | None = None):
+        self.registry = registry or ModelRegistry()
+
+    def score_matrix(
+        self, X: np.ndarray, version: str | None = None
+    ) -> tuple[np.ndarray, np.ndarray, str]:
+        """Calibrated probabilities and confidence levels for a feature matrix."""
+        model = self.registry.get(version)
+        p = model.artifact.predict(X)
+        return p, model.artifact.confidence(p), model.version
+
+    def score(self, rows: list[ScoreRow]) -> list[ScoreResult]:
+        """Score a micro-batch; rows pinned to different versions are grouped per version."""
+        out: list[ScoreResult | None] = [None] * len(rows)
+        groups: dict[str | None, list[int]] = {}
+        for i, row in enumerate(rows):
+            groups.setdefault(row.model_version, []).append(i)
+        for version, idx in groups.items():
+            try:
+                X = to_matrix([rows[i].features for i in idx])
+                p, conf, used = self.score_matrix(X, version)
+            except UnknownModelVersion as exc:
+                for i in idx:
+                    out[i] = ScoreResult(error=str(exc), status=404)
+                continue
+            except ArtifactError as exc:
+                for i in idx:
+                    out[i] = ScoreResult(error=f"model {version} cannot be loaded: {exc}",
+                                         status=422)
+                continue
+            except ModelUnavailable as exc:
+                for i in idx:
+                    out[i] = ScoreResult(error=str(exc), status=503)
+                continue
+            for j, i in enumerate(idx):
+                out[i] = ScoreResult(probability=float(p[j]), confidence=str(conf[j]),
+                                     model_version=used)
+        return [r for r in out if r is not None]
+
+    def explain(self, row: ScoreRow, top: int = 8) -> dict[str, Any]:
+        model = self.registry.get(row.model_version)
+        X = to_matrix([row.features])
+        contrib = model.artifact.contributions(X)[0]
+        order = np.argsort(-np.abs(contrib[:-1]))[:top]
+        return {
+            "base_value": float(contrib[-1]),
+            "top": [
+                {"feature": FEATURES[j],
+                 "value": None if np.isnan(X[0, j]) else float(X[0, j]),
+                 "contribution": float(contrib[j])}
+                for j in order
+            ],
+            "model_version": model.version,
+        }
+
+    def status(self) -> dict[str, Any]:
+        try:
+            self.registry.refresh()
+        except Exception as exc:  # the store itself unreadable: report, do not crash
+            return {"active": None, "degraded": [f"model store unreadable: {exc}"],
+                    "cached": [], "failures": {}, "stats": {}}
+        status = self.registry.status()
+        status["model_name"] = MODEL_NAME
+        active = status["active"]
+        if active:
+            meta = self.registry.get(active).metadata
+            status["thresholds"] = meta.get("thresholds")
+            status["data_source"] = meta.get("data_source")
+        return status
+
+    def reload(self) -> dict[str, Any]:
+        self.registry.refresh(force=True)
+        return self.status()

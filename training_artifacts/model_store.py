@@ -1,0 +1,122 @@
+"""`vcp_breakout` models in the BentoML model store, and the pointer to the active one.
+
+The active version is a small JSON file beside the store (`$BENTOML_HOME/active_vcp_breakout.json`),
+replaced atomically. Every service worker stats it cheaply and switches by itself, so a reload
+request that reaches one worker still moves them all.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import bentoml
+
+from features import FEATURES
+from training_artifacts.artifact import MODEL_NAME, ArtifactError
+from vcp import config
+
+
+class ModelStoreError(RuntimeError):
+    """No such model, no model at all, or a model the code cannot serve."""
+
+
+def active_pointer_path() -> Path:
+    return Path(os.environ.get("BENTOML_HOME", config.bentoml_home())) / f"active_{MODEL_NAME}.json"
+
+
+def _tag(version: str) -> str:
+    return version if ":" in version else f"{MODEL_NAME}:{version}"
+
+
+def get_model(version: str | None = None) -> bentoml.Model:
+    """A model by version ('latest' or None: the newest)."""
+    tag = _tag(version or "latest")
+    try:
+        return bentoml.models.get(tag)
+    except bentoml.exceptions.NotFound:
+        if version in (None, "latest"):
+            raise ModelStoreError(
+                "no vcp_breakout model in the store: run `python -m vcp train` (or `make train`)"
+            ) from None
+        raise ModelStoreError(f"model version {version!r} not found; see `models list`") from None
+
+
+def list_models() -> list[bentoml.Model]:
+    try:
+        models = bentoml.models.list(MODEL_NAME)
+    except bentoml.exceptions.NotFound:
+        return []
+    return sorted(models, key=lambda m: m.info.creation_time, reverse=True)
+
+
+def summary(model: bentoml.Model) -> dict[str, Any]:
+    meta = model.info.metadata
+    last = (meta.get("metrics") or {}).get("last_fold", {}).get("model", {})
+    return {
+        "version": model.tag.version,
+        "created": model.info.creation_time.isoformat(timespec="seconds"),
+        "data_source": meta.get("data_source"),
+        "quick": meta.get("quick", False),
+        "roc_auc_last_fold": last.get("roc_auc"),
+        "precision_at_50_last_fold": last.get("precision_at_50"),
+        "features_match_code": list(meta.get("features") or []) == list(FEATURES),
+    }
+
+
+def read_active() -> str | None:
+    try:
+        return json.loads(active_pointer_path().read_text())["version"]
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def write_active(version: str) -> None:
+    path = active_pointer_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"version": version, "promoted_at": datetime.now(UTC).isoformat(timespec="seconds")}
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".active-")
+    with os.fdopen(fd, "w") as fh:
+        json.dump(payload, fh)
+    os.replace(tmp, path)
+
+
+def promote(version: str) -> str:
+    """Make `version` the one the service serves; refuse a model the code cannot serve."""
+    model = get_model(version)
+    features = list(model.info.metadata.get("features") or [])
+    if features != list(FEATURES):
+        missing = sorted(set(FEATURES) - set(features))
+        extra = sorted(set(features) - set(FEATURES))
+        raise ModelStoreError(
+            f"refusing to promote {model.tag}: its feature list differs from the code's "
+            f"(missing {missing or 'none'}, extra {extra or 'none'}, order may differ); retrain"
+        )
+    write_active(model.tag.version)
+    return model.tag.version
+
+
+def delete(version: str) -> None:
+    model = get_model(version)
+    if model.tag.version == read_active():
+        raise ModelStoreError(
+            f"{model.tag} is the active model; promote another version before deleting it"
+        )
+    bentoml.models.delete(model.tag)
+
+
+def active_or_latest() -> bentoml.Model:
+    version = read_active()
+    if version:
+        try:
+            return get_model(version)
+        except ModelStoreError:
+            pass
+    return get_model(None)
+
+
+__all__ = ["ArtifactError", "ModelStoreError", "get_model", "list_models", "promote"]
