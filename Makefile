@@ -4,8 +4,10 @@ VENV := .venv
 PYTHON := $(VENV)/bin/python
 PORT ?= 3000
 export BENTOML_DO_NOT_TRACK := true
+# One model store under the data folder, for the CLI and `bentoml serve` alike.
+export BENTOML_HOME ?= $(or $(VCP_DATA_DIR),$(CURDIR)/data)/bentoml
 
-.PHONY: setup setup-dev demo-data serve test lint bench train batch loadtest build containerize clean
+.PHONY: setup setup-dev demo-data model serve test lint bench train batch loadtest build containerize clean
 
 $(VENV)/.runtime: requirements.txt
 	test -x $(PYTHON) || $(PY) -m venv $(VENV)
@@ -28,6 +30,15 @@ test: setup-dev
 
 lint: setup-dev
 	$(VENV)/bin/ruff check .
+
+train: setup demo-data
+	$(PYTHON) -m vcp train
+
+model: setup demo-data
+	$(PYTHON) -m vcp train --if-missing
+
+serve: model
+	$(VENV)/bin/bentoml serve service:VcpApi --port $(PORT)
 
 bench: setup demo-data
 	$(PYTHON) benchmarks/bench_panel.py

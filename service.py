@@ -96,6 +96,11 @@ class VcpApi:
 
     runner = bentoml.depends(ModelRunner)
 
+    @bentoml.api(route="/api/v1/score_features")
+    async def score_features(self, rows: list[ScoreRow]) -> list[ScoreResult]:
+        """Score precomputed feature rows through the runner (the batch's --url mode)."""
+        return await self.runner.to_async.score(rows)
+
     def __init__(self) -> None:
         snapshot = MarketSnapshot(MarketStore(config.market_db_path()))
         snapshot.load()

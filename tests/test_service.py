@@ -123,8 +123,8 @@ def test_batch_limits(server, stock):
     assert ok.status_code == 200 and len(ok.json()["results"]) == 100
 
 
-def test_health_models_and_metrics(server, quick_model):
-    post(server, "predict", {"bse_code": "999999"})
+def test_health_models_and_metrics(server, quick_model, stock):
+    assert post(server, "predict", {"bse_code": stock.bse_code}).status_code == 200
     health = httpx.get(f"{server}/api/v1/health", timeout=10).json()
     assert health["status"] == "ok", health
     assert health["active_model"] == quick_model[0]
@@ -148,3 +148,18 @@ def test_openapi_and_swagger_stay(server):
         assert path in spec["paths"], path
     assert "examples" in str(spec["components"]["schemas"]["PredictRequest"])
     assert httpx.get(f"{server}/", timeout=10).status_code == 200
+
+
+def test_score_features_route_for_the_batch_client(server, small_store, quick_model):
+    import bentoml
+    import numpy as np
+
+    from serving.market_data import features_from_panel
+
+    latest = features_from_panel(small_store.load_panel(None, 400))
+    rows = [{"features": [None if np.isnan(v) else float(v) for v in latest.result.values[i]]}
+            for i in np.flatnonzero(latest.result.scoreable)[:5]]
+    with bentoml.SyncHTTPClient(server) as client:
+        out = client.score_features(rows=rows)
+    assert len(out) == 5
+    assert all(r["model_version"] == quick_model[0] and 0 <= r["probability"] <= 1 for r in out)

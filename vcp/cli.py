@@ -151,6 +151,9 @@ def train_cmd(
         bool | None,
         typer.Option(help="Make the new model active (default: only if none is active)."),
     ] = None,
+    if_missing: Annotated[
+        bool, typer.Option(help="Do nothing when the model store already holds a model.")
+    ] = False,
     db: DbOption = None,
 ) -> None:
     """Walk-forward train, calibrate and save a `vcp_breakout` model with its report."""
@@ -158,6 +161,9 @@ def train_cmd(
     from training_artifacts import model_store
     from training_artifacts.train import DatasetError, TrainConfig, save, train
 
+    if if_missing and model_store.list_models():
+        console.print("the model store already holds a vcp_breakout model; not training")
+        return
     cfg = TrainConfig.for_mode(quick, seed)
     store = MarketStore(_store_path(db))
     try:
