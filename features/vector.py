@@ -1,0 +1,331 @@
+"""The 25-feature vector: one date (``compute_features_at``) or every date
+(``compute_features_all``), through the same code.
+
+Both paths compute the same panel-wide inputs, then evaluate features at a set of columns:
+rolling means come from cumsums read at those columns, rolling max/min are exact filters, the VCP
+window function is called once per column for all stocks. Every ingredient has finite memory
+(<= 272 sessions), so a 400-session panel ending at D gives the all-history value at D (to ~1e-15
+relative), and a value at column D reads only columns <= D.
+
+"close" in the features is the last close at most 10 sessions old (forward-filled), SMAs average
+the raw closes; "simple ATR" averages true ranges (no Wilder smoothing, which has infinite memory).
+
+Scoreability at D: a stock needs a trade in the last STALE_AFTER (5) sessions and at least
+MIN_HISTORY (200) valid closes in the trailing HISTORY_WINDOW (400) sessions. Rows that are not
+scoreable get all-NaN features; other rows may still have NaN features (xgboost handles them).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import numpy as np
+
+from features import indicators as ind
+from features.trend_template import CRITERIA, SLOPE_LAG, trend_template
+from features.vcp import CLOSE_FFILL_LIMIT, VcpWindow, prepare_vcp_inputs, vcp_at
+
+FEATURE_DOCS: dict[str, str] = {
+    "close_sma50": "close / SMA50(close) - 1",
+    "close_sma150": "close / SMA150(close) - 1",
+    "close_sma200": "close / SMA200(close) - 1",
+    "sma50_sma150": "SMA50 / SMA150 - 1",
+    "sma150_sma200": "SMA150 / SMA200 - 1",
+    "sma200_slope21": "SMA200 today / SMA200 21 sessions ago - 1",
+    "pct_above_52w_low": "close / min(low, 252 sessions) - 1",
+    "pct_below_52w_high": "1 - close / max(high, 252 sessions)",
+    "rs_rating": "IBD-style RS: 0.4*r63+0.2*r126+0.2*r189+0.2*r252 ranked 1..99 across stocks",
+    "rs_line_slope63": "log change over 63 sessions of close / equal-weighted universe index",
+    "trend_template_count": "number of Minervini trend-template criteria met (0..8)",
+    "contraction_count": "VCP contractions in the 120-session base (0 when no base)",
+    "first_depth": "depth of the first contraction, (max high - min low) / max high",
+    "last_depth": "depth of the last (in-progress) contraction",
+    "mean_contraction_ratio": "mean of depth[i] / depth[i-1] over consecutive contractions",
+    "base_length": "sessions from the base high to the date",
+    "dist_to_pivot": "close / pivot - 1, pivot = max high of the last contraction",
+    "volume_dryup_10_50": "SMA10(volume) / SMA50(volume)",
+    "updown_volume_50": "volume on up closes / volume on down closes, 50 sessions",
+    "rel_volume_50": "today's volume / SMA50(volume)",
+    "atr14_pct": "simple ATR14 (mean true range, 14 sessions) / close",
+    "atr10_atr50": "simple ATR10 / simple ATR50",
+    "bbw_pctile_252": "percentile (0-100) of Bollinger width (20, 2 std)/SMA20 within 252 sessions",
+    "prior_runup": "base high / min low of the 60 sessions before the base high - 1",
+    "log_traded_value_50": "mean of log(close x volume) over 50 sessions",
+}
+FEATURES: list[str] = list(FEATURE_DOCS)
+assert len(FEATURES) == 25
+_FI = {name: i for i, name in enumerate(FEATURES)}
+VCP_FEATURES = (
+    "contraction_count",
+    "first_depth",
+    "last_depth",
+    "mean_contraction_ratio",
+    "base_length",
+    "dist_to_pivot",
+    "prior_runup",
+)
+
+HISTORY_WINDOW = 400
+MIN_HISTORY = 200
+STALE_AFTER = 5
+MAX_LOOKBACK = 300  # oldest column any feature reads: bbw pctile 252 + band 20 (+ margins)
+DEFAULT_BLOCK = 2048  # stocks per block for the per-stock rolling series (bounds memory)
+
+
+class FeaturePanel(NamedTuple):
+    """All-dates result: values [n, k, 25], scoreable [n, k], columns [k] (panel indices),
+    vcp_detected [n, k] (VCP rule met and scoreable)."""
+
+    values: np.ndarray
+    scoreable: np.ndarray
+    columns: np.ndarray
+    vcp_detected: np.ndarray
+
+
+@dataclass
+class FeatureResult:
+    """One-date result at panel column ``column`` (the last)."""
+
+    values: np.ndarray  # [n, 25] float64
+    reasons: list[str | None]  # None when scoreable
+    scoreable: np.ndarray  # [n] bool
+    column: int
+    vcp: VcpWindow
+    trend_checks: np.ndarray  # [8, n] bool, order of trend_template.CRITERIA
+
+    def pattern(self, i: int) -> dict:
+        """VCP detail (contraction column indices into the panel) and trend-template checks."""
+        out = self.vcp.pattern(i)
+        out["detected"] = out["detected"] and bool(self.scoreable[i])
+        out["trend_template"] = {
+            name: bool(self.trend_checks[j, i]) for j, name in enumerate(CRITERIA)
+        }
+        return out
+
+    def as_dict(self, i: int) -> dict[str, float]:
+        return {name: float(self.values[i, j]) for j, name in enumerate(FEATURES)}
+
+
+def _as_panel(*arrays) -> list[np.ndarray]:
+    out = [np.ascontiguousarray(a, dtype=np.float64) for a in arrays]
+    shape = out[0].shape
+    if len(shape) != 2 or any(a.shape != shape for a in out):
+        raise ValueError(
+            f"price arrays must share one [n_stocks, T] shape, got {[a.shape for a in out]}"
+        )
+    return out
+
+
+def _ratio(a, b):
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return a / b - 1.0
+
+
+def _div(a, b):
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return a / b
+
+
+def _block_features(high, low, close, volume, cref, cols, rs, index_lr):
+    """Non-VCP features of a block of stocks at ``cols``: (dict name -> [nb, k], checks)."""
+    take = ind.take_cols
+    c_now = take(cref, cols)
+    sums = ind._cumsums(close)
+    sma50 = ind.window_mean_at(close, 50, cols, sums=sums)
+    sma150 = ind.window_mean_at(close, 150, cols, sums=sums)
+    sma200 = ind.window_mean_at(close, 200, cols, sums=sums)
+    sma200_prev = ind.window_mean_at(close, 200, cols - SLOPE_LAG, sums=sums)
+    low52 = ind.window_min_at(low, 252, cols)
+    high52 = ind.window_max_at(high, 252, cols)
+    checks, tt_count = trend_template(c_now, sma50, sma150, sma200, sma200_prev, low52, high52, rs)
+
+    vsums = ind._cumsums(volume)
+    vol10 = ind.window_mean_at(volume, 10, cols, sums=vsums)
+    vol50 = ind.window_mean_at(volume, 50, cols, sums=vsums)
+    prev = ind.lag(cref, 1)
+    vok = ~np.isnan(volume)
+    with np.errstate(invalid="ignore"):
+        upv = np.where(vok & (close > prev), volume, 0.0)
+        dnv = np.where(vok & (close < prev), volume, 0.0)
+    up_sum, _ = ind.window_sum_at(upv, 50, cols)
+    dn_sum, _ = ind.window_sum_at(dnv, 50, cols)
+    _, v_cnt = ind.window_sum_at(volume, 50, cols, sums=vsums)
+    updown = np.where((v_cnt >= ind.min_count(50)) & (dn_sum > 0), _div(up_sum, dn_sum), np.nan)
+
+    tr = ind.true_range(high, low, prev)
+    trs = ind._cumsums(tr)
+    atr14 = ind.window_mean_at(tr, 14, cols, sums=trs)
+    atr10 = ind.window_mean_at(tr, 10, cols, sums=trs)
+    atr50 = ind.window_mean_at(tr, 50, cols, sums=trs)
+    bbw_pct = ind.rolling_pctile_at(ind.bb_width(close), 252, cols)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        tv = close * volume
+        ltv = np.where(tv > 0, np.log(np.where(tv > 0, tv, 1.0)), np.nan)
+    feats = {
+        "close_sma50": _ratio(c_now, sma50),
+        "close_sma150": _ratio(c_now, sma150),
+        "close_sma200": _ratio(c_now, sma200),
+        "sma50_sma150": _ratio(sma50, sma150),
+        "sma150_sma200": _ratio(sma150, sma200),
+        "sma200_slope21": _ratio(sma200, sma200_prev),
+        "pct_above_52w_low": _ratio(c_now, low52),
+        "pct_below_52w_high": -_ratio(c_now, high52),
+        "rs_rating": rs,
+        "rs_line_slope63": ind.rs_line_log_change_at(cref, index_lr, cols, 63),
+        "trend_template_count": tt_count,
+        "volume_dryup_10_50": _div(vol10, vol50),
+        "updown_volume_50": updown,
+        "rel_volume_50": _div(take(volume, cols), vol50),
+        "atr14_pct": _div(atr14, c_now),
+        "atr10_atr50": _div(atr10, atr50),
+        "bbw_pctile_252": bbw_pct,
+        "log_traded_value_50": ind.window_mean_at(ltv, 50, cols),
+    }
+    return feats, checks
+
+
+def _status(close, cols):
+    """(last trade column [n, k], valid closes in the trailing HISTORY_WINDOW [n, k])."""
+    last = ind.last_valid_col(close)[:, cols]
+    _, cnt = ind.window_sum_at(close, HISTORY_WINDOW, cols)
+    return last, cnt
+
+
+def _compute(high, low, close, volume, cols, block_size, dtype, detail):
+    n, t = close.shape
+    k = len(cols)
+    # Scoreability reads up to HISTORY_WINDOW sessions; everything else at most MAX_LOOKBACK,
+    # so earlier columns are dropped (same values, less work for the one-date path).
+    last, cnt = _status(close, cols)
+    s0 = max(0, int(cols.min()) - MAX_LOOKBACK)
+    if s0:
+        high, low, close, volume = (a[:, s0:] for a in (high, low, close, volume))
+        cols = cols - s0
+    cref = ind.ffill(close, CLOSE_FFILL_LIMIT)
+    rs = ind.rs_rating(ind.weighted_return_at(cref, cols))
+    index_lr = ind.universe_log_returns(close)
+    out = np.full((n, k, len(FEATURES)), np.nan, dtype=dtype)
+
+    inp = prepare_vcp_inputs(high, low, cref, volume)
+    vcp_idx = [_FI[f] for f in VCP_FEATURES]
+    win = None
+    detected = np.zeros((n, k), dtype=bool)
+    for j, d in enumerate(cols):
+        win = vcp_at(inp, int(d), detail=detail)
+        detected[:, j] = win.detected
+        vals = (
+            win.count,
+            win.first_depth,
+            win.last_depth,
+            win.mean_ratio,
+            win.base_length,
+            win.dist_to_pivot,
+            win.prior_runup,
+        )
+        for fi, arr in zip(vcp_idx, vals, strict=True):
+            out[:, j, fi] = arr
+    del inp
+
+    other = [f for f in FEATURES if f not in VCP_FEATURES]
+    other_idx = [_FI[f] for f in other]
+    checks_all = np.zeros((len(CRITERIA), n, k), dtype=bool)
+    for b0 in range(0, n, block_size):
+        sl = slice(b0, min(n, b0 + block_size))
+        feats, checks = _block_features(
+            high[sl], low[sl], close[sl], volume[sl], cref[sl], cols, rs[sl], index_lr
+        )
+        out[sl][:, :, other_idx] = np.stack([feats[f] for f in other], axis=-1)
+        checks_all[:, sl] = checks
+
+    age = cols[None, :] + s0 - last
+    scoreable = (last >= 0) & (age < STALE_AFTER) & (cnt >= MIN_HISTORY)
+    out[~scoreable] = np.nan
+    return out, scoreable, detected & scoreable, last, cnt, win, checks_all
+
+
+def _columns(t: int, dates_mask) -> np.ndarray:
+    if dates_mask is None:
+        return np.arange(t)
+    m = np.asarray(dates_mask)
+    if m.dtype == bool:
+        if m.shape != (t,):
+            raise ValueError(f"dates_mask must be a bool array of length {t}")
+        return np.flatnonzero(m)
+    cols = np.unique(m.astype(np.int64))
+    if len(cols) and (cols[0] < 0 or cols[-1] >= t):
+        raise ValueError(f"dates_mask column indices must lie in [0, {t})")
+    return cols
+
+
+def compute_features_all(
+    open: np.ndarray,  # noqa: A002 - the panel field name
+    high: np.ndarray,
+    low: np.ndarray,
+    close: np.ndarray,
+    volume: np.ndarray,
+    dates_mask: np.ndarray | None = None,
+    dtype=np.float64,
+    block_size: int = DEFAULT_BLOCK,
+) -> FeaturePanel:
+    """Features at every column (or the columns selected by ``dates_mask``: bool [T] or indices).
+
+    Returns ``FeaturePanel(values [n, k, 25] dtype, scoreable [n, k] bool, columns [k],
+    vcp_detected [n, k] bool)``;
+    k = T without a mask. Computed in float64; ``dtype=np.float32`` halves the output memory.
+    """
+    _, high, low, close, volume = _as_panel(open, high, low, close, volume)
+    cols = _columns(close.shape[1], dates_mask)
+    if len(cols) == 0:
+        return FeaturePanel(
+            np.empty((close.shape[0], 0, len(FEATURES)), dtype=dtype),
+            np.zeros((close.shape[0], 0), dtype=bool),
+            cols,
+            np.zeros((close.shape[0], 0), dtype=bool),
+        )
+    values, scoreable, detected, *_ = _compute(
+        high, low, close, volume, cols, block_size, dtype, False
+    )
+    return FeaturePanel(values, scoreable, cols, detected)
+
+
+def compute_features_at(
+    open: np.ndarray,  # noqa: A002 - the panel field name
+    high: np.ndarray,
+    low: np.ndarray,
+    close: np.ndarray,
+    volume: np.ndarray,
+) -> FeatureResult:
+    """Features at the last column of the panel (pass >= 400 sessions for full history).
+
+    ``reasons[i]`` is None for scoreable stocks, else "no_data",
+    "stale: last trade K sessions before the date" or
+    "insufficient_history: N sessions, 200 needed".
+    """
+    _, high, low, close, volume = _as_panel(open, high, low, close, volume)
+    n, t = close.shape
+    if t == 0:
+        raise ValueError("the price panel has no dates")
+    cols = np.array([t - 1])
+    values, scoreable, _, last, cnt, win, checks = _compute(
+        high, low, close, volume, cols, DEFAULT_BLOCK, np.float64, True
+    )
+    reasons: list[str | None] = []
+    for i in range(n):
+        li, ci = int(last[i, 0]), int(cnt[i, 0])
+        if scoreable[i, 0]:
+            reasons.append(None)
+        elif li < 0:
+            reasons.append("no_data")
+        elif t - 1 - li >= STALE_AFTER:
+            reasons.append(f"stale: last trade {t - 1 - li} sessions before the date")
+        else:
+            reasons.append(f"insufficient_history: {ci} sessions, {MIN_HISTORY} needed")
+    return FeatureResult(
+        values=values[:, 0, :],
+        reasons=reasons,
+        scoreable=scoreable[:, 0],
+        column=t - 1,
+        vcp=win,
+        trend_checks=checks[:, :, 0],
+    )
