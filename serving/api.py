@@ -15,9 +15,10 @@ from datetime import date
 from typing import Any, Protocol
 
 import numpy as np
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
+from starlette.exceptions import HTTPException
 
 from market.master import AmbiguousStockError, UnknownStockError
 from serving import metrics
@@ -146,7 +147,11 @@ class ApiBackend:
         }
 
     async def run_score(self, rows: list[ScoreRow]) -> list[dict]:
-        results = await self.runner.score(rows)
+        try:
+            results = await self.runner.score(rows)
+        except Exception as exc:  # runner restarting or overloaded: retryable, not a 500
+            log.warning("model runner call failed: %s", exc)
+            raise ApiError(503, "the model runner is unavailable; retry shortly") from None
         return [r if isinstance(r, dict) else r.model_dump() for r in results]
 
     # -- routes ------------------------------------------------------------------------------
@@ -304,9 +309,12 @@ def build_app(get_backend) -> FastAPI:
             {"error": f"invalid request: {where or 'body'}: {first.get('msg', 'malformed')}",
              "detail": detail}, status_code=422)
 
+    # Starlette's class, which FastAPI raises itself (unparsable body, 404, 405): every error
+    # body is {"error": ...}, as the spec says.
     @app.exception_handler(HTTPException)
     async def _http_error(_request: Request, exc: HTTPException):
-        return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code)
+        return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code,
+                            headers=getattr(exc, "headers", None))
 
     @app.exception_handler(Exception)
     async def _unexpected(_request: Request, exc: Exception):

@@ -1,0 +1,138 @@
+"""Hot reload across workers under load, a corrupted model, and API keys: real servers."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+from pathlib import Path
+
+import bentoml
+import httpx
+import pytest
+
+from tests.serverutil import running_server
+from training_artifacts import model_store
+from training_artifacts.train import TrainConfig, save, train
+
+
+@pytest.fixture
+def restore_active(quick_model):
+    yield
+    model_store.write_active(quick_model[0])
+
+
+@pytest.fixture(scope="module")
+def second_model(small_store):
+    version, _ = save(train(small_store, TrainConfig.for_mode(quick=True, seed=2)))
+    return version
+
+
+def _scoreable_codes(store, n=20):
+    from serving.market_data import features_from_panel
+
+    latest = features_from_panel(store.load_panel(None, 400))
+    master = store.master()
+    isins = [i for i, r in zip(latest.row_of, latest.result.reasons, strict=True) if r is None]
+    return [master.by_isin(i).bse_code for i in isins[:n]]
+
+
+def test_hot_reload_under_load_reaches_every_worker(small_store, quick_model, second_model,
+                                                    restore_active):
+    first = quick_model[0]
+    model_store.write_active(first)
+    codes = _scoreable_codes(small_store)
+    env = {"VCP_RUNNER_WORKERS": "2", "VCP_API_WORKERS": "2", "VCP_RATE_LIMIT": "0"}
+    with running_server(small_store.path, env=env) as proc:
+        url = proc.url
+        seen: list[tuple[float, int, str | None]] = []
+        stop = threading.Event()
+
+        def client(k: int) -> None:
+            with httpx.Client(timeout=30) as http:
+                i = k
+                while not stop.is_set():
+                    r = http.post(f"{url}/api/v1/predict",
+                                  json={"bse_code": codes[i % len(codes)]})
+                    version = r.json().get("model_version") if r.status_code == 200 else None
+                    seen.append((time.monotonic(), r.status_code, version))
+                    i += 1
+
+        threads = [threading.Thread(target=client, args=(k,)) for k in range(4)]
+        for t in threads:
+            t.start()
+        time.sleep(2)
+        reload = httpx.post(f"{url}/api/v1/models/reload", json={"version": second_model},
+                            timeout=30)
+        reloaded_at = time.monotonic()
+        assert reload.status_code == 200, reload.text
+        assert reload.json()["active"] == second_model and reload.json()["previous"] == first
+        time.sleep(13)
+        stop.set()
+        for t in threads:
+            t.join()
+    assert len(seen) > 100
+    assert all(status == 200 for _, status, _ in seen), {s for _, s, _ in seen}
+    before = {v for t, _, v in seen if t < reloaded_at - 1}
+    settled = [v for t, _, v in seen if t > reloaded_at + 10]
+    assert before == {first}
+    assert settled and set(settled) == {second_model}
+
+
+def test_corrupted_model_keeps_previous_version_and_health_degrades(
+        small_store, quick_model, restore_active):
+    good = quick_model[0]
+    model_store.write_active(good)
+    source = model_store.get_model(good)
+    with bentoml.models.create("vcp_breakout", metadata=dict(source.info.metadata)) as bad:
+        for f in Path(source.path).iterdir():
+            if f.is_file() and f.name != "model.yaml":
+                shutil.copy(f, Path(bad.path) / f.name)
+        (Path(bad.path) / "model.json").write_text('{"learner": corrupted')
+    code = _scoreable_codes(small_store, 1)[0]
+    try:
+        with running_server(small_store.path) as proc:
+            url = proc.url
+            r = httpx.post(f"{url}/api/v1/models/reload", json={"version": bad.tag.version},
+                           timeout=30)
+            assert r.status_code == 422 and "could not be loaded" in r.json()["error"]
+            p = httpx.post(f"{url}/api/v1/predict", json={"bse_code": code}, timeout=30)
+            assert p.status_code == 200 and p.json()["model_version"] == good
+            health = httpx.get(f"{url}/api/v1/health", timeout=30).json()
+            assert health["status"] == "degraded"
+            assert health["active_model"] == good
+            assert any(bad.tag.version in reason for reason in health["reasons"])
+        # A restart with the bad model still active falls back to a good one.
+        with running_server(small_store.path) as proc:
+            p = httpx.post(f"{proc.url}/api/v1/predict", json={"bse_code": code}, timeout=30)
+            assert p.status_code == 200 and p.json()["model_version"] != bad.tag.version
+            assert httpx.get(f"{proc.url}/api/v1/health").json()["status"] == "degraded"
+    finally:
+        model_store.write_active(good)
+        bentoml.models.delete(bad.tag)
+
+
+def test_api_keys_and_admin_key_for_reload(small_store, quick_model, restore_active):
+    model_store.write_active(quick_model[0])
+    code = _scoreable_codes(small_store, 1)[0]
+    env = {"VCP_API_KEYS": "user-key-1,user-key-2", "VCP_ADMIN_KEYS": "admin-key"}
+    with running_server(small_store.path, env=env) as proc:
+        url = proc.url
+
+        def predict(key=None):
+            headers = {"X-API-Key": key} if key else {}
+            return httpx.post(f"{url}/api/v1/predict", json={"bse_code": code},
+                              headers=headers, timeout=30)
+
+        assert predict().status_code == 401
+        assert predict("wrong").status_code == 401
+        assert predict("user-key-2").status_code == 200
+        assert predict("admin-key").status_code == 200
+        reload_as_user = httpx.post(f"{url}/api/v1/models/reload", json={},
+                                    headers={"X-API-Key": "user-key-1"}, timeout=30)
+        assert reload_as_user.status_code == 403
+        reload_as_admin = httpx.post(f"{url}/api/v1/models/reload", json={},
+                                     headers={"X-API-Key": "admin-key"}, timeout=30)
+        assert reload_as_admin.status_code == 200, reload_as_admin.text
+        assert httpx.get(f"{url}/readyz", timeout=10).status_code == 200
+        assert "error" in predict().json()
