@@ -40,6 +40,10 @@ model: setup demo-data
 serve: model
 	$(VENV)/bin/bentoml serve service:VcpApi --port $(PORT)
 
+# The daily batch on the embedded default store: predictions.db, CSVs and report.
+batch: model
+	$(PYTHON) -m vcp batch run
+
 bench: setup demo-data
 	$(PYTHON) benchmarks/bench_panel.py
 	$(PYTHON) benchmarks/bench_features.py

@@ -20,6 +20,8 @@ data_app = typer.Typer(help="The market store: build the demo, ingest files, ins
 app.add_typer(data_app, name="data")
 models_app = typer.Typer(help="Model versions in the BentoML store.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
+batch_app = typer.Typer(help="The daily batch over the whole universe.", no_args_is_help=True)
+app.add_typer(batch_app, name="batch")
 console = Console(stderr=True)
 
 DbOption = Annotated[
@@ -239,6 +241,64 @@ def models_delete(version: Annotated[str, typer.Argument(help="Version to delete
     except model_store.ModelStoreError as exc:
         raise fail(str(exc)) from None
     print(f"deleted {version}")
+
+
+@batch_app.command("run")
+def batch_run(
+    date: Annotated[
+        str | None, typer.Option("--date", help="Session YYYY-MM-DD (default: the latest).")
+    ] = None,
+    url: Annotated[
+        str | None,
+        typer.Option("--url", help="Score through a running deployment (e.g. "
+                     "http://localhost:3000) instead of in process."),
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Output folder (default $VCP_DATA_DIR/outputs).")
+    ] = None,
+    db: Annotated[
+        Path | None,
+        typer.Option("--db", help="Predictions SQLite (default $VCP_DATA_DIR/predictions.db)."),
+    ] = None,
+    market_db: Annotated[
+        Path | None, typer.Option("--market-db", help="Market store (default $VCP_MARKET_DB).")
+    ] = None,
+    model: Annotated[
+        str | None, typer.Option("--model", help="Model version (default: the active one).")
+    ] = None,
+    chunk_size: Annotated[
+        int, typer.Option(help="Rows per call in --url mode (the runner's batch size).")
+    ] = 512,
+    api_key: Annotated[
+        str | None, typer.Option(envvar="VCP_API_KEY", help="X-API-Key for --url mode.")
+    ] = None,
+) -> None:
+    """Score every active stock as of a date; write predictions.db, CSVs and a report."""
+    import datetime as dt
+
+    from batch import BatchConfig, BatchError, run_batch
+
+    try:
+        day = None if date is None else dt.date.fromisoformat(date)
+    except ValueError:
+        raise fail(f"--date {date!r} is not a date YYYY-MM-DD", code=2) from None
+    if chunk_size < 1:
+        raise fail("--chunk-size must be at least 1", code=2)
+    cfg = BatchConfig(date=day, url=url, out_dir=out, predictions_db=db, market_db=market_db,
+                      model_version=model, chunk_size=chunk_size, api_key=api_key)
+    try:
+        with progress_bar(total=5) as update:
+            result = run_batch(cfg, progress=update)
+    except BatchError as exc:
+        raise fail(str(exc), code=exc.code) from None
+    conf = ", ".join(f"{k} {result.by_confidence.get(k, 0):,}" for k in ("HIGH", "MEDIUM", "LOW"))
+    source = "SIMULATED data" if result.data_source == "simulated" else result.data_source
+    print(f"batch {result.run_id}: {result.prediction_date} scored {result.n_scored:,} stocks "
+          f"({conf}), skipped {result.n_skipped:,}; model {result.model_version}; {source}; "
+          f"{sum(result.timings.values()):.1f} s")
+    for name, path in result.files.items():
+        print(f"  {name:12s} {path}")
+    print(f"  {'database':12s} {result.predictions_db}")
 
 
 def main() -> None:

@@ -1,0 +1,274 @@
+"""The daily batch: outputs, idempotent re-runs, skipped stocks, --url mode, failure safety."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from batch import BatchConfig, BatchError, run_batch
+from tests.serverutil import ROOT, free_port, running_server
+
+QUIET = {"COLUMNS": "400", "TERM": "dumb"}  # no rich line wrapping in captured messages
+
+
+def cli(*args: str, env: dict[str, str] | None = None, timeout: float = 300):
+    return subprocess.run(
+        [sys.executable, "-m", "vcp", "batch", "run", *args],
+        cwd=ROOT, env={**os.environ, **QUIET, **(env or {})}, capture_output=True, text=True,
+        timeout=timeout,
+    )
+
+
+def message(proc: subprocess.CompletedProcess) -> str:
+    return " ".join((proc.stdout + proc.stderr).split())
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def db_rows(db: Path, table: str) -> list[dict]:
+    con = sqlite3.connect(db)
+    con.row_factory = sqlite3.Row
+    try:
+        return [dict(r) for r in con.execute(f"SELECT * FROM {table} ORDER BY rowid")]
+    finally:
+        con.close()
+
+
+@pytest.fixture()
+def paths(tmp_path):
+    return {"out": tmp_path / "out", "db": tmp_path / "predictions.db"}
+
+
+def args_for(store, paths, *extra: str) -> list[str]:
+    return ["--market-db", str(store.path), "--out", str(paths["out"]), "--db",
+            str(paths["db"]), *extra]
+
+
+def config_for(store, paths, **kw) -> BatchConfig:
+    return BatchConfig(market_db=store.path, out_dir=paths["out"], predictions_db=paths["db"],
+                       **kw)
+
+
+@pytest.fixture(scope="module")
+def expected(small_store, quick_model):
+    """What the batch must produce at the latest date, computed here from the same parts."""
+    from serving.market_data import features_from_panel
+    from serving.registry import ModelRegistry
+    from serving.scoring import ScoringCore
+
+    latest = features_from_panel(small_store.load_panel(None, 400))
+    master = small_store.master().frame.set_index("isin").reindex(list(latest.row_of))
+    active = master["active"].to_numpy(dtype=bool)
+    isins = np.array(list(latest.row_of))
+    mask = active & latest.result.scoreable
+    p, conf, version = ScoringCore(ModelRegistry()).score_matrix(latest.result.values[mask])
+    return {
+        "date": latest.as_of.isoformat(),
+        "prob": dict(zip(isins[mask], p.astype(float), strict=True)),
+        "conf": dict(zip(isins[mask], conf, strict=True)),
+        "inactive": set(isins[~active]),
+        "reasons": {isins[i]: latest.result.reasons[i] for i in np.flatnonzero(active & ~mask)},
+        "all": set(isins),
+        "version": version,
+    }
+
+
+def test_a_run_writes_all_four_outputs(small_store, quick_model, paths, expected):
+    proc = cli(*args_for(small_store, paths))
+    assert proc.returncode == 0, message(proc)
+    day = expected["date"]
+    out = paths["out"]
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [f"predictions_{day}.csv", f"skipped_stocks_{day}.csv", f"report_{day}.txt"])
+
+    pred = read_csv(out / f"predictions_{day}.csv")
+    assert {r["isin"] for r in pred} == set(expected["prob"])
+    probs = [float(r["probability"]) for r in pred]
+    assert probs == sorted(probs, reverse=True)
+    assert [int(r["rank"]) for r in pred] == list(range(1, len(pred) + 1))
+    for r in pred:
+        assert float(r["probability"]) == pytest.approx(expected["prob"][r["isin"]], abs=1e-12)
+        assert r["confidence"] == expected["conf"][r["isin"]]
+        assert r["model_version"] == expected["version"] == quick_model[0]
+        assert r["prediction_date"] == day
+    detected = [r for r in pred if r["vcp_detected"] == "True"]
+    assert all(float(r["pivot_price"]) > 0 for r in detected)
+
+    skipped = read_csv(out / f"skipped_stocks_{day}.csv")
+    by_isin = {r["isin"]: r["reason"] for r in skipped}
+    assert len(by_isin) == len(skipped)
+    assert set(by_isin) | {r["isin"] for r in pred} == expected["all"]
+    assert not set(by_isin) & {r["isin"] for r in pred}
+    for isin in expected["inactive"]:
+        assert by_isin[isin].startswith("inactive")
+    for isin, reason in expected["reasons"].items():
+        assert by_isin[isin] == reason
+
+    rows = db_rows(paths["db"], "daily_predictions")
+    assert len(rows) == len(pred)
+    db_prob = {r["isin"]: r["probability"] for r in rows}
+    for r in pred:
+        assert db_prob[r["isin"]] == pytest.approx(float(r["probability"]), abs=1e-12)
+    first = next(r for r in rows if r["rank"] == 1)
+    assert first["isin"] == pred[0]["isin"] and first["prediction_date"] == day
+    assert first["bse_code"] == pred[0]["bse_code"]
+    runs = db_rows(paths["db"], "batch_runs")
+    assert len(runs) == 1
+    run = runs[0]
+    assert run["status"] == "succeeded" and run["error"] is None
+    assert (run["n_scored"], run["n_skipped"], run["n_universe"]) == (
+        len(pred), len(skipped), len(expected["all"]))
+    assert run["model_version"] == quick_model[0] and run["data_source"] == "simulated"
+    assert {r["run_id"] for r in rows} == {run["run_id"]}
+    for stage in ("model", "read", "features", "score", "write", "total"):
+        assert run[f"seconds_{stage}"] >= 0
+
+    report = (out / f"report_{day}.txt").read_text()
+    assert "SIMULATED" in report and "NOT real companies" in report
+    assert quick_model[0] in report and run["run_id"] in report
+    top = report.split("TOP 25 BY PROBABILITY")[1].split("SKIPPED BY REASON")[0]
+    assert len([ln for ln in top.splitlines() if ln.strip()]) == 1 + min(25, len(pred))
+    assert pred[0]["bse_code"] in top
+    for level in ("HIGH", "MEDIUM", "LOW"):
+        n = sum(r["confidence"] == level for r in pred)
+        assert any(ln.split()[:2] == [level, f"{n:,}"] for ln in report.splitlines())
+    assert "inactive" in report and "insufficient_history" in report
+    for stage in ("model", "read", "features", "score"):
+        assert f"\n  {stage} " in report
+    assert f"scored {len(pred):,} stocks" in message(proc)
+
+
+def test_a_second_run_for_the_same_date_keeps_one_row_per_stock(small_store, quick_model,
+                                                                 paths, expected):
+    first = run_batch(config_for(small_store, paths))
+    second = run_batch(config_for(small_store, paths))
+    assert first.prediction_date == second.prediction_date == expected["date"]
+    rows = db_rows(paths["db"], "daily_predictions")
+    assert len(rows) == len({r["isin"] for r in rows}) == len(expected["prob"])
+    assert {r["run_id"] for r in rows} == {second.run_id}
+    runs = db_rows(paths["db"], "batch_runs")
+    assert [r["status"] for r in runs] == ["succeeded", "succeeded"]
+    pred = read_csv(second.files["predictions"])
+    assert len(pred) == len(expected["prob"])
+
+
+def test_stocks_with_too_little_data_are_skipped_with_their_reasons(small_store, quick_model,
+                                                                    paths):
+    # Early in the store (206 sessions in) most stocks have barely enough history and
+    # later listings have too little.
+    day = small_store.calendar()[205].astype(object)
+    result = run_batch(config_for(small_store, paths, date=day))
+    skipped = read_csv(result.files["skipped"])
+    short = [r for r in skipped if r["reason"].startswith("insufficient_history")]
+    assert short, "expected stocks with too little history"
+    for r in short:
+        n = int(r["reason"].split(":")[1].split()[0])
+        assert n < 200 and r["reason"].endswith("200 needed")
+    kinds = {r["reason"].split(":")[0] for r in skipped}
+    assert kinds <= {"inactive", "insufficient_history", "no_data", "stale"}
+    assert result.n_scored + result.n_skipped == result.n_universe
+    report = result.files["report"].read_text()
+    assert f"insufficient_history {len(short):>7,}".replace(" ", "") in report.replace(" ", "")
+
+
+def test_url_mode_gives_the_same_probabilities_as_in_process(small_store, quick_model, tmp_path,
+                                                             expected):
+    local = {"out": tmp_path / "local", "db": tmp_path / "local.db"}
+    remote = {"out": tmp_path / "remote", "db": tmp_path / "remote.db"}
+    in_process = run_batch(config_for(small_store, local))
+    with running_server(small_store.path) as server:
+        proc = cli(*args_for(small_store, remote, "--url", server.url, "--chunk-size", "64"))
+    assert proc.returncode == 0, message(proc)
+    a = {r["isin"]: r for r in read_csv(in_process.files["predictions"])}
+    b = {r["isin"]: r for r in read_csv(remote["out"] / f"predictions_{expected['date']}.csv")}
+    assert set(a) == set(b)
+    for isin, row in a.items():
+        assert abs(float(row["probability"]) - float(b[isin]["probability"])) <= 1e-6
+        assert row["confidence"] == b[isin]["confidence"]
+        assert b[isin]["model_version"] == quick_model[0]
+    run = db_rows(remote["db"], "batch_runs")[0]
+    assert run["status"] == "succeeded" and run["mode"] == server.url
+    assert server.url in (remote["out"] / f"report_{expected['date']}.txt").read_text()
+
+
+def _snapshot(paths) -> tuple[dict[str, bytes], list[dict]]:
+    files = {p.name: p.read_bytes() for p in sorted(paths["out"].iterdir())}
+    return files, db_rows(paths["db"], "daily_predictions")
+
+
+def test_a_failure_while_writing_leaves_the_previous_outputs(small_store, quick_model, paths):
+    good = run_batch(config_for(small_store, paths))
+    before = _snapshot(paths)
+    proc = cli(*args_for(small_store, paths), env={"VCP_BATCH_FAIL_AT": "write"})
+    assert proc.returncode == 1
+    assert "injected failure at write" in message(proc)
+    assert _snapshot(paths) == before  # same files byte for byte, same rows (old run id)
+    assert not [p for p in paths["out"].iterdir() if p.name.startswith(".")]
+    runs = db_rows(paths["db"], "batch_runs")
+    assert [r["status"] for r in runs] == ["succeeded", "failed"]
+    assert runs[0]["run_id"] == good.run_id
+    assert "injected failure" in runs[1]["error"]
+
+
+def test_a_run_killed_while_writing_leaves_the_previous_outputs(small_store, quick_model, paths):
+    run_batch(config_for(small_store, paths))
+    before = _snapshot(paths)
+    proc = cli(*args_for(small_store, paths), env={"VCP_BATCH_FAIL_AT": "write-kill"})
+    assert proc.returncode == -9
+    files, rows = _snapshot(paths)
+    published = {k: v for k, v in files.items() if not k.startswith(".")}
+    assert (published, rows) == before
+    assert any(k.endswith(".batch-tmp") for k in files)  # the dead run's temp files
+    assert [r["status"] for r in db_rows(paths["db"], "batch_runs")] == ["succeeded", "running"]
+
+    after = run_batch(config_for(small_store, paths))  # the next run cleans up
+    runs = db_rows(paths["db"], "batch_runs")
+    assert [r["status"] for r in runs] == ["succeeded", "failed", "succeeded"]
+    assert runs[1]["error"].startswith("interrupted")
+    assert not [p for p in paths["out"].iterdir() if p.name.startswith(".")]
+    assert {r["run_id"] for r in db_rows(paths["db"], "daily_predictions")} == {after.run_id}
+
+
+def test_an_unknown_date_fails_with_a_message(small_store, quick_model, paths):
+    proc = cli(*args_for(small_store, paths, "--date", "1999-01-04"))
+    assert proc.returncode == 2
+    text = message(proc)
+    assert "no data for 1999-01-04" in text and "2023-11-01" in text
+    proc = cli(*args_for(small_store, paths, "--date", "2024-13-45"))
+    assert proc.returncode == 2 and "not a date" in message(proc)
+    assert not paths["out"].exists() or not list(paths["out"].iterdir())
+    runs = db_rows(paths["db"], "batch_runs")
+    assert [r["status"] for r in runs] == ["failed"]
+    assert "no data for 1999-01-04" in runs[0]["error"]
+
+
+def test_a_weekend_date_is_not_a_session(small_store, quick_model, paths):
+    with pytest.raises(BatchError, match="not a trading session") as info:
+        run_batch(config_for(small_store, paths, date=dt.date(2025, 6, 7)))
+    assert info.value.code == 2
+
+
+def test_an_unreachable_url_fails_with_a_message(small_store, quick_model, paths):
+    url = f"http://127.0.0.1:{free_port()}"
+    proc = cli(*args_for(small_store, paths, "--url", url), timeout=60)
+    assert proc.returncode == 1
+    assert f"cannot reach the scoring service at {url}" in message(proc)
+    assert not paths["out"].exists() or not list(paths["out"].iterdir())
+    assert db_rows(paths["db"], "daily_predictions") == []
+
+
+def test_no_model_fails_with_a_message(small_store, paths, tmp_path):
+    proc = cli(*args_for(small_store, paths), env={"BENTOML_HOME": str(tmp_path / "empty")})
+    assert proc.returncode == 1
+    assert "no model" in message(proc) and "vcp train" in message(proc)
