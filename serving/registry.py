@@ -53,6 +53,8 @@ class ModelRegistry:
         self.check_interval = check_interval
         self._cache: OrderedDict[str, LoadedModel] = OrderedDict()
         self._lock = threading.RLock()
+        self._load_locks: dict[str, threading.Lock] = {}
+        self._refresh_lock = threading.Lock()
         self._active: str | None = None
         self._last_good: str | None = None
         self._pointer_state: tuple[float, int] | None = None
@@ -80,12 +82,16 @@ class ModelRegistry:
                 raise ModelUnavailable(
                     "no model can be served: train one with `python -m vcp train`"
                 )
+        cached = self._cached(version)
+        if cached is not None:
+            return cached
+        # Load outside the cache lock so requests for cached models never wait on a load;
+        # a per-version lock keeps concurrent misses from loading the same model twice.
         with self._lock:
-            cached = self._cache.get(version)
+            load_lock = self._load_locks.setdefault(version, threading.Lock())
+        with load_lock:
+            cached = self._cached(version, count=False)
             if cached is not None:
-                self._cache.move_to_end(version)
-                self.stats.hits += 1
-                self._on_event("hit", version)
                 return cached
             self.stats.misses += 1
             self._on_event("miss", version)
@@ -98,12 +104,23 @@ class ModelRegistry:
                 raise
             self.stats.loads += 1
             self._on_event("load", version)
+        with self._lock:
             self.failures.pop(version, None)
             self._cache[loaded.version] = loaded
             while len(self._cache) > self.capacity:
                 victim = next(v for v in self._cache if v != self._active)
                 del self._cache[victim]
             return loaded
+
+    def _cached(self, version: str, count: bool = True) -> LoadedModel | None:
+        with self._lock:
+            cached = self._cache.get(version)
+            if cached is not None:
+                self._cache.move_to_end(version)
+                if count:
+                    self.stats.hits += 1
+                    self._on_event("hit", version)
+            return cached
 
     # -- the active version ------------------------------------------------------------------
     def _pointer_signature(self) -> tuple[float, int] | None:
@@ -118,7 +135,10 @@ class ModelRegistry:
         now = time.monotonic()
         if not force and now < self._next_check and self._active is not None:
             return self._active
-        with self._lock:
+        # While one thread loads a new version the others keep serving the current one.
+        if not self._refresh_lock.acquire(blocking=force or self._active is None):
+            return self._active
+        try:
             self._next_check = now + self.check_interval
             signature = self._pointer_signature()
             if not force and signature == self._pointer_state and self._active is not None:
@@ -130,6 +150,8 @@ class ModelRegistry:
                 candidates = [m.tag.version for m in model_store.list_models()]
             self._switch(candidates)
             return self._active
+        finally:
+            self._refresh_lock.release()
 
     def _switch(self, candidates: list[str]) -> None:
         for version in candidates:

@@ -113,6 +113,9 @@ def read_artifact(
     try:
         booster = xgb.Booster()
         booster.load_model(str(folder / BOOSTER_FILE))
+        # Serving predicts a few rows at a time: one thread avoids OpenMP start-up and
+        # spin-waiting that would steal the second core from the API process.
+        booster.set_param({"nthread": 1})
         calibrator = Calibrator.from_dict(json.loads((folder / CALIBRATION_FILE).read_text()))
     except (OSError, ValueError, xgb.core.XGBoostError) as exc:
         raise ArtifactError(f"cannot load model files in {folder}: {exc}") from exc

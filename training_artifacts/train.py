@@ -58,10 +58,10 @@ class TrainConfig:
     quick: bool = False
     seed: int = 0
     n_folds: int = 5
-    date_step: int = 3
-    n_trees: int = 400
+    date_step: int = 5
+    n_trees: int = 300
     max_depth: int = 5
-    learning_rate: float = 0.05
+    learning_rate: float = 0.06
     calibration_dates: int = 60
     quick_stocks: int = 1500
     label: LabelParams = field(default_factory=LabelParams)
@@ -145,8 +145,19 @@ def _date(ds: Dataset, idx: int) -> str:
 
 def train(store: MarketStore, cfg: TrainConfig, progress=None) -> TrainResult:
     """Run the whole schedule on the store and return the final model with its metadata."""
-    step = progress or (lambda *_a, **_k: None)
+    report_step = progress or (lambda *_a, **_k: None)
     started = time.perf_counter()
+    stages: dict[str, float] = {}
+    stage_clock = {"name": None, "t": started}
+
+    def step(message: str, *args, **kwargs) -> None:
+        # Times each stage until the next message, for the metadata and the note.
+        now = time.perf_counter()
+        if stage_clock["name"] is not None:
+            stages[stage_clock["name"]] = round(now - stage_clock["t"], 1)
+        stage_clock.update(name=message, t=now)
+        report_step(message, *args, **kwargs)
+
     store_meta = store.get_meta()
     step("loading the price panel")
     panel = store.load_panel(None, lookback=100_000)
@@ -229,6 +240,7 @@ def train(store: MarketStore, cfg: TrainConfig, progress=None) -> TrainResult:
     }
     gain = booster.get_score(importance_type="gain")
     importance = {f: float(gain.get(f, 0.0)) for f in FEATURES}
+    step("writing the report")
     seconds = time.perf_counter() - started
     metadata: dict[str, Any] = {
         "features": list(FEATURES),
@@ -262,6 +274,7 @@ def train(store: MarketStore, cfg: TrainConfig, progress=None) -> TrainResult:
         "git_commit": git_commit(),
         "trained_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "train_seconds": round(seconds, 1),
+        "stage_seconds": stages,
     }
     from training_artifacts.report import render_report
 
