@@ -7,7 +7,7 @@ export BENTOML_DO_NOT_TRACK := true
 # One model store under the data folder, for the CLI and `bentoml serve` alike.
 export BENTOML_HOME ?= $(or $(VCP_DATA_DIR),$(CURDIR)/data)/bentoml
 
-.PHONY: setup setup-dev demo-data model serve test lint bench train batch loadtest build containerize clean
+.PHONY: setup setup-dev demo-data model serve test lint bench train batch loadtest fuzz build containerize clean
 
 $(VENV)/.runtime: requirements.txt
 	test -x $(PYTHON) || $(PY) -m venv $(VENV)
@@ -43,6 +43,35 @@ serve: model
 # The daily batch on the embedded default store: predictions.db, CSVs and report.
 batch: model
 	$(PYTHON) -m vcp batch run
+
+# A Bento (service code, requirements, the ACTIVE vcp_breakout model, generated Dockerfile) in
+# $(BENTOML_HOME)/bentos/vcp_api/: bentofile.yaml with `vcp_breakout:latest` pinned to the
+# active version (the newest when none was promoted).
+build: model
+	@ACTIVE=$$($(PYTHON) -c "from training_artifacts.model_store import active_or_latest; \
+	print(active_or_latest().tag)") && echo "packing model $$ACTIVE" && \
+	SPEC=$$(mktemp --suffix=.yaml) && sed "s|vcp_breakout:latest|$$ACTIVE|" bentofile.yaml > $$SPEC && \
+	$(VENV)/bin/bentoml build -f $$SPEC . ; STATUS=$$?; rm -f $$SPEC; exit $$STATUS
+
+# Docker image vcp_api:latest from the newest Bento (needs a Docker engine, or
+# BENTOML_CONTAINERIZE_BACKEND / --backend for buildah, podman, buildctl...).
+containerize: build
+	$(VENV)/bin/bentoml containerize vcp_api:latest -t vcp_api:latest
+
+# Locust, headless, against a server it starts on the demo store and model: fails when predict's
+# p95 exceeds LOADTEST_MAX_P95_MS (50) or any request fails. Results in loadtests/results/.
+loadtest: setup-dev model
+	$(PYTHON) loadtests/run.py
+
+# Schemathesis against a running server's own spec: `make serve` in another shell, then
+# `make fuzz` (URL=http://localhost:3000). tests/test_fuzz.py runs the same in CI.
+URL ?= http://localhost:$(PORT)
+fuzz: setup-dev
+	$(VENV)/bin/schemathesis run $(URL)/openapi.json --url $(URL) --max-examples 50 \
+	  --checks not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance \
+	  --exclude-path /api/v1/score_features --generation-database none
+	$(VENV)/bin/schemathesis run $(URL)/openapi.json --url $(URL) --max-examples 50 \
+	  --checks not_a_server_error --include-path /api/v1/score_features --generation-database none
 
 bench: setup demo-data
 	$(PYTHON) benchmarks/bench_panel.py

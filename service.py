@@ -6,17 +6,26 @@ Run: `bentoml serve service:VcpApi` (or `make serve`). Logic lives in `serving/`
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import threading
 
+import aiohttp
 import bentoml
 
 from market.store import MarketStore  # noqa: E402
 from serving import metrics  # noqa: E402
 from serving.api import ApiBackend, build_app  # noqa: E402
-from serving.http import ApiKeyMiddleware, ProcessTimeMiddleware  # noqa: E402
+from serving.http import (  # noqa: E402
+    ApiKeyMiddleware,
+    DocsAliasMiddleware,
+    JsonBodyMiddleware,
+    ProcessTimeMiddleware,
+    ShutdownDrainMiddleware,
+)
 from serving.market_data import MarketSnapshot  # noqa: E402
+from serving.ratelimit import RateLimitMiddleware  # noqa: E402
 from serving.registry import ModelRegistry  # noqa: E402
 from serving.scoring import ScoreResult, ScoreRow, ScoringCore  # noqa: E402
 from vcp import config  # sets BENTOML_HOME and BENTOML_DO_NOT_TRACK first
@@ -28,6 +37,9 @@ MAX_BATCH_SIZE = int(os.environ.get("VCP_MAX_BATCH_SIZE", "512"))
 MAX_LATENCY_MS = int(os.environ.get("VCP_MAX_LATENCY_MS", "1000"))
 REFRESH_SECONDS = float(os.environ.get("VCP_REFRESH_SECONDS", "60"))
 WARM_SESSIONS = int(os.environ.get("VCP_WARM_SESSIONS", "5"))
+# An access-log line per request costs a noticeable share of a 2-core machine's CPU under
+# load; /metrics, /api/v1/health and X-Process-Time cover what it would tell.
+ACCESS_LOG = os.environ.get("VCP_ACCESS_LOG", "false").lower() in ("1", "true", "yes")
 CORS_ORIGINS = [o for o in os.environ.get("VCP_CORS_ORIGINS", "").split(",") if o]
 
 
@@ -35,6 +47,11 @@ CORS_ORIGINS = [o for o in os.environ.get("VCP_CORS_ORIGINS", "").split(",") if 
     name="vcp_model_runner",
     workers=int(os.environ.get("VCP_RUNNER_WORKERS", "1")),
     traffic={"timeout": 30},
+    # BentoML 1.4.40 recycles the caller's HTTP session every 100 requests / 300 s and closes
+    # the old one under requests still in flight (ServerDisconnectedError, a 500 under load):
+    # keep one session for the life of the worker.
+    runner_connection={"max_requests": 2**31 - 1, "max_age": 1e12},
+    logging={"access": {"enabled": ACCESS_LOG}},
 )
 class ModelRunner:
     """Holds the model registry; scores feature rows for the API service and the batch."""
@@ -61,22 +78,37 @@ class ModelRunner:
 
 
 class _RunnerClient:
-    """Async calls to the runner service through BentoML's dependency proxy."""
+    """Async calls to the runner service through BentoML's dependency proxy.
+
+    A pooled keep-alive connection can be closed by the runner just as it is reused; every
+    runner call is side-effect free (reload only re-reads the pointer), so retry it.
+    """
+
+    ATTEMPTS = 3
 
     def __init__(self, proxy) -> None:
         self.proxy = proxy
 
+    async def _call(self, name: str, *args):
+        for attempt in range(self.ATTEMPTS):
+            try:
+                return await getattr(self.proxy.to_async, name)(*args)
+            except aiohttp.ClientConnectionError:
+                if attempt == self.ATTEMPTS - 1:
+                    raise
+                await asyncio.sleep(0.01 * (attempt + 1))
+
     async def score(self, rows):
-        return await self.proxy.to_async.score(rows)
+        return await self._call("score", rows)
 
     async def explain(self, row):
-        return await self.proxy.to_async.explain(row)
+        return await self._call("explain", row)
 
     async def status(self):
-        return await self.proxy.to_async.status()
+        return await self._call("status")
 
     async def reload(self):
-        return await self.proxy.to_async.reload()
+        return await self._call("reload")
 
 
 api_app = build_app(lambda: bentoml.get_current_service().backend)
@@ -86,6 +118,7 @@ api_app = build_app(lambda: bentoml.get_current_service().backend)
     name="vcp_api",
     workers=int(os.environ.get("VCP_API_WORKERS", "1")),
     traffic={"timeout": 60},
+    logging={"access": {"enabled": ACCESS_LOG}},
     http={"cors": {"enabled": bool(CORS_ORIGINS), "access_control_allow_origins": CORS_ORIGINS,
                    "access_control_allow_methods": ["GET", "POST", "OPTIONS"],
                    "access_control_allow_headers": ["Content-Type", "X-API-Key"]}},
@@ -125,6 +158,13 @@ class VcpApi:
         return self.backend.snapshot.ready
 
 
+# The runner keeps answering the draining API workers after SIGTERM (graceful shutdown).
+ModelRunner.add_asgi_middleware(ShutdownDrainMiddleware)
+
+# Outermost first: auth, then timing, then the rate limit (which needs the key auth found).
+VcpApi.add_asgi_middleware(DocsAliasMiddleware)
 VcpApi.add_asgi_middleware(ApiKeyMiddleware)
 VcpApi.add_asgi_middleware(ProcessTimeMiddleware, on_response=lambda s, status: (
     bentoml.get_current_service().backend.stats.record(s, status >= 500)))
+VcpApi.add_asgi_middleware(RateLimitMiddleware)
+VcpApi.add_asgi_middleware(JsonBodyMiddleware)

@@ -1,4 +1,5 @@
-"""ASGI middleware of the API service: API keys and the X-Process-Time header."""
+"""ASGI middleware of the API service: API keys, the X-Process-Time header and the
+seed-compatible documentation paths (/docs, /redoc, /openapi.json)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import os
 import time
 
 log = logging.getLogger("vcp.auth")
+drain_log = logging.getLogger("vcp.shutdown")
 
 ADMIN_PATHS = ("/api/v1/models/reload",)
 PROTECTED_PREFIX = "/api/v1/"
@@ -87,3 +89,171 @@ class ProcessTimeMiddleware:
         await self.app(scope, receive, send_with_time)
         if self.on_response and scope.get("path", "").startswith(PROTECTED_PREFIX):
             self.on_response(time.perf_counter() - started, status_holder.get("status", 500))
+
+
+# Swagger UI from the assets BentoML ships (served at /static_content): no CDN, works offline.
+_SWAGGER_HTML = b"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>VCP breakout scoring API - Swagger UI</title>
+<link rel="stylesheet" href="/static_content/swagger-ui.css"></head>
+<body><div id="swagger-ui"></div>
+<script src="/static_content/swagger-ui-bundle.js"></script>
+<script src="/static_content/swagger-ui-standalone-preset.js"></script>
+<script>
+window.ui = SwaggerUIBundle({url: "/openapi.json", dom_id: "#swagger-ui", deepLinking: true,
+  presets: [SwaggerUIBundle.presets.apis, SwaggerUIStandalonePreset], layout: "BaseLayout"});
+</script></body></html>
+"""
+
+# A small read-only reference page (the ReDoc bundle is not shipped offline): every operation
+# with its summary, request schema and responses, rendered from /openapi.json.
+_REDOC_HTML = b"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>VCP breakout scoring API - reference</title>
+<style>body{font-family:sans-serif;max-width:60em;margin:2em auto;padding:0 1em}
+h2{border-bottom:1px solid #ccc}code,pre{background:#f6f6f6}pre{padding:.5em;overflow:auto}
+.m{font-weight:bold;text-transform:uppercase;margin-right:.5em}</style></head>
+<body><div id="doc">Loading /openapi.json ...</div>
+<script>
+fetch("/openapi.json").then(r => r.json()).then(spec => {
+  const esc = s => String(s ?? "").replace(/[&<>]/g, c => ({"&":"&amp;","<":"&lt;",">":"&gt;"})[c]);
+  let h = `<h1>${esc(spec.info.title)} ${esc(spec.info.version)}</h1>`;
+  h += `<p>${esc(spec.info.description)}</p><p>Spec: <a href="/openapi.json">/openapi.json</a>`;
+  h += ` - interactive: <a href="/docs">/docs</a></p>`;
+  for (const [path, ops] of Object.entries(spec.paths || {})) {
+    for (const [method, op] of Object.entries(ops)) {
+      h += `<h2><span class="m">${esc(method)}</span><code>${esc(path)}</code></h2>`;
+      h += `<p>${esc(op.summary || "")}</p><p>${esc(op.description || "")}</p>`;
+      const body = op.requestBody && op.requestBody.content;
+      if (body) h += `<h3>Request</h3><pre>${esc(JSON.stringify(body, null, 2))}</pre>`;
+      h += `<h3>Responses</h3><ul>`;
+      for (const [code, r] of Object.entries(op.responses || {}))
+        h += `<li><b>${esc(code)}</b> ${esc(r.description)}</li>`;
+      h += `</ul>`;
+    }
+  }
+  const schemas = (spec.components || {}).schemas || {};
+  h += `<h1>Schemas</h1>`;
+  for (const [name, s] of Object.entries(schemas))
+    h += `<h2 id="${esc(name)}">${esc(name)}</h2><pre>${esc(JSON.stringify(s, null, 2))}</pre>`;
+  document.getElementById("doc").innerHTML = h;
+});
+</script></body></html>
+"""
+
+
+class DocsAliasMiddleware:
+    """The seed's documentation paths beside BentoML's `/` and `/docs.json`: `/openapi.json`
+    (the same spec: the request is passed on as /docs.json), `/docs` (Swagger UI on BentoML's
+    bundled assets) and `/redoc` (a minimal reference page rendered from the spec)."""
+
+    PAGES = {"/docs": _SWAGGER_HTML, "/redoc": _REDOC_HTML}
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope.get("method") not in ("GET", "HEAD"):
+            return await self.app(scope, receive, send)
+        path = scope.get("path", "")
+        if path == "/openapi.json":
+            scope = {**scope, "path": "/docs.json", "raw_path": b"/docs.json"}
+            return await self.app(scope, receive, send)
+        page = self.PAGES.get(path)
+        if page is None:
+            return await self.app(scope, receive, send)
+        await send({"type": "http.response.start", "status": 200, "headers": [
+            (b"content-type", b"text/html; charset=utf-8"),
+            (b"content-length", str(len(page)).encode())]})
+        await send({"type": "http.response.body",
+                    "body": b"" if scope["method"] == "HEAD" else page})
+
+
+class JsonBodyMiddleware:
+    """BentoML-native POST routes (score_features) take JSON (or BentoML's pickle from its own
+    clients): another body type is answered 415 here, where BentoML's parser would fail with a
+    500 (e.g. a JSON body sent as multipart/form-data)."""
+
+    ACCEPTED = (b"application/json", b"application/vnd.bentoml+pickle")
+
+    def __init__(self, app, paths=("/api/v1/score_features",)):
+        self.app = app
+        self.paths = tuple(paths)
+
+    async def __call__(self, scope, receive, send):
+        if (scope["type"] == "http" and scope.get("method") == "POST"
+                and scope.get("path") in self.paths):
+            ctype = next((v for k, v in scope.get("headers", []) if k == b"content-type"), b"")
+            if ctype.split(b";")[0].strip().lower() not in self.ACCEPTED:
+                return await _send_json(send, 415, {
+                    "error": "send the body as application/json (Content-Type header)"})
+        return await self.app(scope, receive, send)
+
+
+class ShutdownDrainMiddleware:
+    """Keeps a dependency service (the model runner) answering for a while after SIGTERM.
+
+    `bentoml serve` stops every worker at once on SIGTERM: the API workers stop accepting and
+    finish the requests in flight, but those still call the runner (scores, explanations), whose
+    uvicorn would close its socket at once, turning a request in flight into an error. With this
+    middleware the runner's SIGTERM is held back until it has been quiet (no request in flight,
+    none for `quiet` seconds) after at least `min_wait` seconds, or `max_wait` seconds passed;
+    then uvicorn's own handler runs and the worker drains and exits as usual. Installed when the
+    ASGI lifespan starts, that is after uvicorn has installed its signal handlers.
+    VCP_DRAIN_MIN_SECONDS / VCP_DRAIN_MAX_SECONDS (default 2 / 30) tune it.
+    """
+
+    def __init__(self, app, min_wait: float | None = None, max_wait: float | None = None,
+                 quiet: float = 1.0):
+        self.app = app
+        env = os.environ.get
+        self.min_wait = float(env("VCP_DRAIN_MIN_SECONDS", "2")) if min_wait is None else min_wait
+        self.max_wait = float(env("VCP_DRAIN_MAX_SECONDS", "30")) if max_wait is None else max_wait
+        self.quiet = quiet
+        self.inflight = 0
+        self.last_seen = time.monotonic()
+        self._installed = False
+        self._term_at: float | None = None
+
+    def _install(self) -> None:
+        import signal
+        import threading
+
+        if self._installed or threading.current_thread() is not threading.main_thread():
+            return
+        self._installed = True
+        previous = signal.getsignal(signal.SIGTERM)
+        if not callable(previous):
+            return
+
+        def wait_then_exit(sig, frame):
+            while True:
+                now = time.monotonic()
+                waited = now - self._term_at
+                idle = self.inflight == 0 and now - self.last_seen >= self.quiet
+                if waited >= self.max_wait or (waited >= self.min_wait and idle):
+                    break
+                time.sleep(0.05)
+            drain_log.info("drained after %.1f s: stopping", time.monotonic() - self._term_at)
+            previous(sig, frame)
+
+        def on_term(sig, frame):
+            if self._term_at is not None:
+                return  # already draining
+            self._term_at = time.monotonic()
+            drain_log.info("SIGTERM: serving the API workers' requests while they drain")
+            threading.Thread(target=wait_then_exit, args=(sig, frame), daemon=True,
+                             name="vcp-drain").start()
+
+        signal.signal(signal.SIGTERM, on_term)
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "lifespan":
+            self._install()
+            return await self.app(scope, receive, send)
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        self.inflight += 1
+        try:
+            return await self.app(scope, receive, send)
+        finally:
+            self.inflight -= 1
+            self.last_seen = time.monotonic()

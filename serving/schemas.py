@@ -8,6 +8,9 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 MAX_BATCH = 100
+# A model version as a BentoML tag accepts it (1-63 letters, digits or `._-`, alphanumeric at both
+# ends), optionally prefixed by the model name: anything else is a 422, not a store error.
+MODEL_VERSION_PATTERN = r"^(vcp_breakout:)?[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?$"
 
 _STOCK_EXAMPLE = {"bse_code": "700001"}
 
@@ -30,7 +33,8 @@ class PredictOptions(BaseModel):
         False, description="Return the top feature contributions (xgboost TreeSHAP)"
     )
     model_version: str | None = Field(
-        None, description="Pin a model version; default: the active one", max_length=80
+        None, description="Pin a model version; default: the active one", max_length=76,
+        pattern=MODEL_VERSION_PATTERN,
     )
 
 
@@ -153,7 +157,7 @@ class ModelsResponse(BaseModel):
 class ReloadRequest(BaseModel):
     version: str | None = Field(
         None, description="Version to promote and serve; default: re-read the active pointer",
-        max_length=80,
+        max_length=76, pattern=MODEL_VERSION_PATTERN,
     )
 
 

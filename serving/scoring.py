@@ -2,21 +2,27 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 from pydantic import BaseModel, Field
 
 from features import FEATURES
 from serving.registry import ModelRegistry, ModelUnavailable, UnknownModelVersion
+from serving.schemas import MODEL_VERSION_PATTERN
 from training_artifacts.artifact import MODEL_NAME, ArtifactError
+
+# xgboost reads features as float32: a value beyond its range (or inf) would fail the whole
+# micro-batch, other callers' rows included, so it is refused at the boundary (400).
+FeatureValue = Annotated[float, Field(ge=-1e38, le=1e38, allow_inf_nan=False)]
 
 
 class ScoreRow(BaseModel):
     """One stock's 25 features (null for missing) and an optional pinned model version."""
 
-    features: list[float | None] = Field(min_length=len(FEATURES), max_length=len(FEATURES))
-    model_version: str | None = None
+    features: list[FeatureValue | None] = Field(min_length=len(FEATURES),
+                                                max_length=len(FEATURES))
+    model_version: str | None = Field(None, max_length=76, pattern=MODEL_VERSION_PATTERN)
 
 
 class ScoreResult(BaseModel):

@@ -1,0 +1,144 @@
+"""Per-client token-bucket rate limiting of /api/v1/* (a pure ASGI middleware).
+
+A client is its API key when keys are configured (the key ApiKeyMiddleware stored in the scope,
+so this middleware must sit inside it), else its address. Each client's bucket holds up to
+`burst` tokens and refills at `rate` tokens per second; a request takes one token or gets
+HTTP 429 `{"error": ...}` with `Retry-After` (whole seconds).
+
+Several workers: the buckets live in each worker's memory and are not shared. The kernel spreads
+connections over the W workers of the API service (SO_REUSEPORT / one shared socket), so every
+worker enforces `rate / W` with a burst of `burst / W`: a client spread evenly over the workers
+gets the configured totals, and a client pinned to one worker by a keep-alive connection gets
+its share of them (never more than the configured total). Settings (environment):
+
+* `VCP_RATE_LIMIT`  requests per second per client, all workers together (default 100;
+  0 disables the limit);
+* `VCP_RATE_BURST`  burst allowance per client (default 2 x the rate, i.e. 200);
+* `VCP_API_WORKERS` the number of API workers the totals are divided by (default 1).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from collections.abc import Callable
+
+log = logging.getLogger("vcp.ratelimit")
+
+LIMITED_PREFIX = "/api/v1/"
+MAX_CLIENTS = 10_000  # buckets kept before idle (full) ones are dropped
+
+
+def _env_float(name: str, default: float) -> float:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be a number, got {raw!r}") from None
+    if value < 0 or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number >= 0, got {raw!r}")
+    return value
+
+
+class TokenBucket:
+    __slots__ = ("capacity", "rate", "tokens", "updated")
+
+    def __init__(self, rate: float, capacity: float, now: float):
+        self.rate, self.capacity = rate, capacity
+        self.tokens, self.updated = capacity, now
+
+    def take(self, now: float) -> float:
+        """Take one token: 0.0 when allowed, else the seconds until one is available."""
+        self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate)
+        self.updated = now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return 0.0
+        return (1.0 - self.tokens) / self.rate
+
+    def idle(self, now: float) -> bool:
+        return self.tokens + (now - self.updated) * self.rate >= self.capacity
+
+
+class RateLimitMiddleware:
+    """Token bucket per API key (per client address when the API is open) on /api/v1/*."""
+
+    def __init__(
+        self,
+        app,
+        rate: float | None = None,
+        burst: float | None = None,
+        workers: int | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self.app = app
+        total_rate = _env_float("VCP_RATE_LIMIT", 100.0) if rate is None else rate
+        total_burst = _env_float("VCP_RATE_BURST", 2 * total_rate) if burst is None else burst
+        if workers is None:
+            workers = int(_env_float("VCP_API_WORKERS", 1) or 1)
+        self.workers = max(1, workers)
+        self.total_rate, self.total_burst = total_rate, max(total_burst, 1.0)
+        # This worker's share; a burst below one request would refuse everything.
+        self.rate = total_rate / self.workers
+        self.burst = max(self.total_burst / self.workers, 1.0)
+        self.clock = clock
+        self.buckets: dict[str, TokenBucket] = {}
+        if self.enabled:
+            log.info("rate limit: %g requests/s, burst %g per client (this worker of %d: "
+                     "%g/s, burst %g)", total_rate, self.total_burst, self.workers,
+                     self.rate, self.burst)
+        else:
+            log.warning("rate limiting disabled (VCP_RATE_LIMIT=0)")
+
+    @property
+    def enabled(self) -> bool:
+        return self.rate > 0
+
+    @staticmethod
+    def client_of(scope) -> str:
+        key = (scope.get("state") or {}).get("api_key")
+        if key:
+            return "key:" + key
+        client = scope.get("client")
+        return "addr:" + (client[0] if client else "unknown")
+
+    def _prune(self, now: float) -> None:
+        for client in [c for c, b in self.buckets.items() if b.idle(now)]:
+            del self.buckets[client]
+        if len(self.buckets) >= MAX_CLIENTS:  # all busy: forget the stalest half
+            stale = sorted(self.buckets, key=lambda c: self.buckets[c].updated)
+            for client in stale[: len(stale) // 2]:
+                del self.buckets[client]
+
+    def check(self, client: str) -> float:
+        """0.0 when the request may go on, else the seconds to wait."""
+        now = self.clock()
+        bucket = self.buckets.get(client)
+        if bucket is None:
+            if len(self.buckets) >= MAX_CLIENTS:
+                self._prune(now)
+            bucket = self.buckets[client] = TokenBucket(self.rate, self.burst, now)
+        return bucket.take(now)
+
+    async def __call__(self, scope, receive, send):
+        if (scope["type"] != "http" or not self.enabled
+                or not scope.get("path", "").startswith(LIMITED_PREFIX)):
+            return await self.app(scope, receive, send)
+        wait = self.check(self.client_of(scope))
+        if not wait:
+            return await self.app(scope, receive, send)
+        retry_after = max(1, math.ceil(wait))
+        body = json.dumps({"error": (
+            f"rate limit exceeded: {self.total_rate:g} requests/s with a burst of "
+            f"{self.total_burst:g} per client; retry after {retry_after} s")}).encode()
+        await send({"type": "http.response.start", "status": 429, "headers": [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            (b"retry-after", str(retry_after).encode()),
+        ]})
+        await send({"type": "http.response.body", "body": body})
