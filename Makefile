@@ -74,6 +74,7 @@ fuzz: setup-dev
 	  --checks not_a_server_error --include-path /api/v1/score_features --generation-database none
 
 bench: setup demo-data
+	-command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk) >/dev/null 2>&1
 	$(PYTHON) benchmarks/bench_panel.py
 	$(PYTHON) benchmarks/bench_features.py
 

@@ -7,6 +7,7 @@ Run: `bentoml serve service:VcpApi` (or `make serve`). Logic lives in `serving/`
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import threading
@@ -15,7 +16,7 @@ import aiohttp
 import bentoml
 
 from market.store import MarketStore  # noqa: E402
-from serving import metrics  # noqa: E402
+from serving import bentoml_patches, metrics  # noqa: E402
 from serving.api import ApiBackend, build_app  # noqa: E402
 from serving.http import (  # noqa: E402
     ApiKeyMiddleware,
@@ -59,6 +60,7 @@ class ModelRunner:
     def __init__(self) -> None:
         self.core = ScoringCore(ModelRegistry(on_event=metrics.registry_event))
         self.core.registry.refresh(force=True)
+        _freeze_heap()
 
     @bentoml.api(batchable=True, max_batch_size=MAX_BATCH_SIZE, max_latency_ms=MAX_LATENCY_MS)
     def score(self, rows: list[ScoreRow]) -> list[ScoreResult]:
@@ -75,6 +77,13 @@ class ModelRunner:
     @bentoml.api
     def reload(self) -> dict:
         return self.core.reload()
+
+
+def _freeze_heap() -> None:
+    """Move the start-up objects (market data, model) out of the garbage collector's reach,
+    so full collections under load do not rescan them."""
+    gc.collect()
+    gc.freeze()
 
 
 class _RunnerClient:
@@ -138,6 +147,7 @@ class VcpApi:
         snapshot = MarketSnapshot(MarketStore(config.market_db_path()))
         snapshot.load()
         self.backend = ApiBackend(snapshot, _RunnerClient(self.runner))
+        _freeze_heap()
         threading.Thread(target=self._background, daemon=True, name="vcp-refresh").start()
 
     def _background(self) -> None:
@@ -168,3 +178,6 @@ VcpApi.add_asgi_middleware(ProcessTimeMiddleware, on_response=lambda s, status: 
     bentoml.get_current_service().backend.stats.record(s, status >= 500)))
 VcpApi.add_asgi_middleware(RateLimitMiddleware)
 VcpApi.add_asgi_middleware(JsonBodyMiddleware)
+
+
+bentoml_patches.apply(ModelRunner, VcpApi)

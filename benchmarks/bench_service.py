@@ -7,6 +7,9 @@ rate limit off, since every simulated client shares one address) and measures th
 200 on /readyz. Then, per run: single predicts at the given concurrency for the given time
 (requests/s, p50/p95/p99, non-2xx), and 100-stock batch_predicts one at a time (p95).
 Prints each run and the medians.
+
+The single-predict load comes from `wrk` when it is installed (`apt-get install wrk`; a C
+client leaves more of the two cores to the server), else from an aiohttp client here.
 """
 
 from __future__ import annotations
@@ -15,10 +18,13 @@ import argparse
 import asyncio
 import os
 import random
+import re
+import shutil
 import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -99,6 +105,38 @@ async def predict_load(url: str, codes: list[str], concurrency: int, seconds: fl
             "p99": np.percentile(lat, 99)}
 
 
+WRK_SCRIPT = """
+codes = {%s}
+counter = 0
+request = function()
+  counter = counter + 1
+  local body = '{"bse_code": "' .. codes[(counter %% #codes) + 1] .. '"}'
+  return wrk.format("POST", "/api/v1/predict", {["Content-Type"] = "application/json"}, body)
+end
+done = function(summary, latency, requests)
+  io.write(string.format("RESULT %%d %%f %%f %%f %%f %%d\\n", summary.requests,
+    summary.duration / 1e6, latency:percentile(50) / 1000, latency:percentile(95) / 1000,
+    latency:percentile(99) / 1000,
+    summary.errors.status + summary.errors.connect + summary.errors.read
+    + summary.errors.write + summary.errors.timeout))
+end
+"""
+
+
+def predict_load_wrk(url: str, codes: list[str], concurrency: int, seconds: float) -> dict:
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as fh:
+        fh.write(WRK_SCRIPT % ",".join(f'"{c}"' for c in codes))
+    out = subprocess.run(
+        ["wrk", "-t2", f"-c{concurrency}", f"-d{int(seconds)}s", "-s", fh.name, url],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    os.unlink(fh.name)
+    n, dur, p50, p95, p99, bad = re.search(r"RESULT (\S+) (\S+) (\S+) (\S+) (\S+) (\S+)",
+                                           out).groups()
+    return {"requests": int(n), "rps": int(n) / float(dur), "non_2xx": int(bad),
+            "p50": float(p50), "p95": float(p95), "p99": float(p99)}
+
+
 async def batch_load(url: str, codes: list[str], count: int) -> dict:
     latencies, non_2xx = [], 0
     async with aiohttp.ClientSession() as session:
@@ -129,10 +167,19 @@ def main() -> None:
         proc, url, startup = start_server()
         print(f"start-up to /readyz 200: {startup:.1f} s")
     try:
-        asyncio.run(predict_load(url, codes, args.concurrency, 3))  # warm-up
+        use_wrk = shutil.which("wrk") is not None
+        print("load generator:", "wrk" if use_wrk else "aiohttp (install wrk for less skew)")
+
+        def load(seconds: float) -> dict:
+            if use_wrk:
+                return predict_load_wrk(url, codes, args.concurrency, seconds)
+            return asyncio.run(predict_load(url, codes, args.concurrency, seconds))
+
+        time.sleep(10)  # let the background warm-up of recent sessions finish
+        load(3)
         singles, batches = [], []
         for run in range(args.runs):
-            s = asyncio.run(predict_load(url, codes, args.concurrency, args.seconds))
+            s = load(args.seconds)
             b = asyncio.run(batch_load(url, codes, args.batches))
             singles.append(s)
             batches.append(b)

@@ -66,6 +66,7 @@ class StockMaster:
         self._by_isin: dict[str, int] = {}
         self._by_symbol: dict[str, int] = {}
         self._by_code: dict[str, int] = {}
+        self._stocks: list[Stock] | None = None
         for i, (isin, sym, code) in enumerate(
             zip(self.frame["isin"], self.frame["nse_symbol"], self.frame["bse_code"], strict=True)
         ):
@@ -79,17 +80,22 @@ class StockMaster:
         return len(self.frame)
 
     def _stock(self, i: int) -> Stock:
-        row = self.frame.iloc[i]
-        listing = row["listing_date"]
-        return Stock(
-            isin=row["isin"],
-            nse_symbol=row["nse_symbol"] if isinstance(row["nse_symbol"], str) else None,
-            bse_code=row["bse_code"] if isinstance(row["bse_code"], str) else None,
-            name=str(row["name"]),
-            sector=str(row["sector"]),
-            listing_date=None if pd.isna(listing) else pd.Timestamp(listing).date(),
-            active=bool(row["active"]),
-        )
+        if self._stocks is None:  # built once: a pandas row lookup per request is slow
+            self._stocks = [
+                Stock(
+                    isin=isin,
+                    nse_symbol=sym if isinstance(sym, str) else None,
+                    bse_code=code if isinstance(code, str) else None,
+                    name=str(name),
+                    sector=str(sector),
+                    listing_date=None if pd.isna(listing) else pd.Timestamp(listing).date(),
+                    active=bool(active),
+                )
+                for isin, sym, code, name, sector, listing, active in zip(
+                    *(self.frame[c] for c in MASTER_COLUMNS), strict=True
+                )
+            ]
+        return self._stocks[i]
 
     def by_isin(self, isin: str) -> Stock:
         i = self._by_isin.get(isin.strip().upper())

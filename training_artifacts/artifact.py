@@ -71,7 +71,9 @@ class ModelArtifact:
                            feature_names=self.features)
 
     def predict_raw(self, features: np.ndarray) -> np.ndarray:
-        return self.booster.predict(self._dmatrix(features))
+        # inplace_predict skips building a DMatrix: most calls score a handful of rows.
+        return self.booster.inplace_predict(np.asarray(features, dtype=np.float32),
+                                            missing=np.nan)
 
     def contributions(self, features: np.ndarray) -> np.ndarray:
         """TreeSHAP contributions in log-odds; the last column is the bias."""
