@@ -73,10 +73,12 @@ fuzz: setup-dev
 	$(VENV)/bin/schemathesis run $(URL)/openapi.json --url $(URL) --max-examples 50 \
 	  --checks not_a_server_error --include-path /api/v1/score_features --generation-database none
 
-bench: setup demo-data
+bench: model
 	-command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk) >/dev/null 2>&1
-	$(PYTHON) benchmarks/bench_panel.py
+	$(PYTHON) benchmarks/bench_panel.py --build
 	$(PYTHON) benchmarks/bench_features.py
+	$(PYTHON) benchmarks/bench_batch.py
+	$(PYTHON) benchmarks/bench_service.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
