@@ -20,7 +20,7 @@ class StockRef(BaseModel):
         None, description="6-digit BSE scrip code", examples=["700001"], max_length=20
     )
     nse_symbol: str | None = Field(
-        None, description="NSE symbol (case-insensitive)", examples=["KARITO"], max_length=40
+        None, description="NSE symbol (case-insensitive)", examples=["RAUTGO"], max_length=40
     )
 
 
@@ -41,7 +41,7 @@ class PredictOptions(BaseModel):
 class PredictRequest(StockRef, PredictOptions):
     model_config = ConfigDict(json_schema_extra={"examples": [
         {"bse_code": "700001", "include_features": True},
-        {"nse_symbol": "KARITO", "prediction_date": "2026-10-30", "include_explanation": True},
+        {"nse_symbol": "RAUTGO", "prediction_date": "2026-10-30", "include_explanation": True},
     ]})
 
 
@@ -50,7 +50,7 @@ class BatchPredictRequest(PredictOptions):
         ..., description=f"1 to {MAX_BATCH} stocks", examples=[[_STOCK_EXAMPLE]]
     )
     model_config = ConfigDict(json_schema_extra={"examples": [
-        {"stocks": [{"bse_code": "700001"}, {"nse_symbol": "KARITO"}],
+        {"stocks": [{"bse_code": "700001"}, {"nse_symbol": "RAUTGO"}],
          "include_features": False},
     ]})
 
