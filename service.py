@@ -15,21 +15,21 @@ import threading
 import aiohttp
 import bentoml
 
-from market.store import MarketStore  # noqa: E402
-from serving import bentoml_patches, metrics  # noqa: E402
-from serving.api import ApiBackend, build_app  # noqa: E402
-from serving.http import (  # noqa: E402
+from market.store import MarketStore
+from serving import bentoml_patches, metrics
+from serving.api import ApiBackend, build_app
+from serving.http import (
     ApiKeyMiddleware,
     DocsAliasMiddleware,
     JsonBodyMiddleware,
     ProcessTimeMiddleware,
     ShutdownDrainMiddleware,
 )
-from serving.market_data import MarketSnapshot  # noqa: E402
-from serving.ratelimit import RateLimitMiddleware  # noqa: E402
-from serving.registry import ModelRegistry  # noqa: E402
-from serving.scoring import ScoreResult, ScoreRow, ScoringCore  # noqa: E402
-from vcp import config  # sets BENTOML_HOME and BENTOML_DO_NOT_TRACK first
+from serving.market_data import MarketSnapshot
+from serving.ratelimit import RateLimitMiddleware
+from serving.registry import ModelRegistry
+from serving.scoring import ScoreResult, ScoreRow, ScoringCore
+from vcp import config
 
 log = logging.getLogger("vcp.service")
 
@@ -141,7 +141,7 @@ class VcpApi:
     @bentoml.api(route="/api/v1/score_features")
     async def score_features(self, rows: list[ScoreRow]) -> list[ScoreResult]:
         """Score precomputed feature rows through the runner (the batch's --url mode)."""
-        return await self.runner.to_async.score(rows)
+        return await self.backend.runner.score(rows)
 
     def __init__(self) -> None:
         snapshot = MarketSnapshot(MarketStore(config.market_db_path()))
