@@ -168,11 +168,11 @@ class DocsAliasMiddleware:
 
 
 class JsonBodyMiddleware:
-    """BentoML-native POST routes (score_features) take JSON (or BentoML's pickle from its own
-    clients): another body type is answered 415 here, where BentoML's parser would fail with a
-    500 (e.g. a JSON body sent as multipart/form-data)."""
+    """BentoML-native POST routes (score_features) take JSON only: another body type is
+    answered 415 here, where BentoML's parser would fail with a 500 (e.g. a JSON body sent as
+    multipart/form-data). Pickle is never accepted from outside (unpickling runs code)."""
 
-    ACCEPTED = (b"application/json", b"application/vnd.bentoml+pickle")
+    ACCEPTED = (b"application/json",)
 
     def __init__(self, app, paths=("/api/v1/score_features",)):
         self.app = app
