@@ -96,12 +96,6 @@ class ApiBackend:
         self.stats = RequestStats()
 
     # -- helpers -----------------------------------------------------------------------------
-    def features_at(self, wanted: date | None) -> DateFeatures:
-        try:
-            return self.snapshot.at(wanted)
-        except DateOutOfRange as exc:
-            raise ApiError(422, str(exc)) from None
-
     def locate(self, ref: StockRef, at: DateFeatures) -> tuple[Any, int]:
         if not ref.bse_code and not ref.nse_symbol:
             raise ApiError(422, "give bse_code or nse_symbol")
@@ -154,23 +148,24 @@ class ApiBackend:
             raise ApiError(503, "the model runner is unavailable; retry shortly") from None
         return [r if isinstance(r, dict) else r.model_dump() for r in results]
 
+    async def explain(self, at: DateFeatures, row: int, version: str) -> dict[str, Any]:
+        """TreeSHAP contributions from the same model version that gave the probability."""
+        explanation = dict(await self.runner.explain(self.score_row(at, row, version)))
+        explanation.pop("model_version", None)
+        return explanation
+
     # -- routes ------------------------------------------------------------------------------
     async def predict(self, req: PredictRequest) -> dict[str, Any]:
         started = time.perf_counter()
-        t0 = time.perf_counter()
         at = await self._features_async(req.prediction_date)
         stock, row = self.locate(req, at)
-        metrics.feature_seconds(time.perf_counter() - t0)
-        srow = self.score_row(at, row, req.model_version)
-        scored = (await self.run_score([srow]))[0]
+        metrics.feature_seconds(time.perf_counter() - started)
+        scored = (await self.run_score([self.score_row(at, row, req.model_version)]))[0]
         if scored.get("error"):
             raise ApiError(scored["status"], scored["error"])
         explanation = None
         if req.include_explanation:
-            srow.model_version = scored["model_version"]
-            explanation = await self.runner.explain(srow)
-            explanation = explanation if isinstance(explanation, dict) else dict(explanation)
-            explanation.pop("model_version", None)
+            explanation = await self.explain(at, row, scored["model_version"])
         metrics.prediction(scored["confidence"])
         return self.build_response(stock, at, row, scored, req, explanation, started)
 
@@ -200,9 +195,7 @@ class ApiBackend:
                     continue
                 explanation = None
                 if req.include_explanation:
-                    srow = self.score_row(at, row, s["model_version"])
-                    explanation = dict(await self.runner.explain(srow))
-                    explanation.pop("model_version", None)
+                    explanation = await self.explain(at, row, s["model_version"])
                 metrics.prediction(s["confidence"])
                 version = s["model_version"]
                 results.append(self.build_response(stock, at, row, s, req, explanation, started))
@@ -221,13 +214,12 @@ class ApiBackend:
         if snapshot.latest is not None and as_of == snapshot.latest.as_of:
             return snapshot.latest
         # Another date may need a panel read and a feature pass: keep the event loop free.
-        return await asyncio.to_thread(self.features_at, as_of)
+        return await asyncio.to_thread(snapshot.at, as_of)
 
     async def health(self) -> dict[str, Any]:
         reasons: list[str] = []
         try:
             status = await self.runner.status()
-            status = status if isinstance(status, dict) else dict(status)
         except Exception as exc:  # runner down: the service cannot score
             status = {"active": None, "degraded": [f"model runner unreachable: {exc}"]}
         reasons += status.get("degraded") or []
@@ -253,7 +245,6 @@ class ApiBackend:
 
     async def models(self) -> dict[str, Any]:
         status = await self.runner.status()
-        status = status if isinstance(status, dict) else dict(status)
         cached = set(status.get("cached") or [])
         active = status.get("active")
         rows = []
@@ -263,15 +254,14 @@ class ApiBackend:
         return {"active": active, "models": rows}
 
     async def reload(self, req: ReloadRequest) -> dict[str, Any]:
-        before = await self.runner.status()
-        previous = dict(before).get("active")
+        previous = (await self.runner.status()).get("active")
         if req.version:
             try:
                 await asyncio.to_thread(model_store.promote, req.version)
             except model_store.ModelStoreError as exc:
                 status = 404 if "not found" in str(exc) else 422
                 raise ApiError(status, str(exc)) from None
-        after = dict(await self.runner.reload())
+        after = await self.runner.reload()
         if req.version and after.get("active") != model_store.read_active():
             raise ApiError(422, f"model {req.version} could not be loaded; still serving "
                                 f"{after.get('active')}", after.get("degraded"))

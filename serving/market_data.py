@@ -155,12 +155,9 @@ class MarketSnapshot:
             computed = features_from_panel(self.store.load_panel(as_of, HISTORY_WINDOW))
             with self._lock:
                 self._cache[as_of] = computed
-                while len(self._cache) > self.cache_dates:
-                    oldest = next(iter(self._cache))
-                    if self.latest is not None and oldest == self.latest.as_of:
-                        self._cache.move_to_end(oldest)
-                        oldest = next(iter(self._cache))
-                    del self._cache[oldest]
+                latest = self.latest.as_of if self.latest is not None else None
+                while len(self._cache) > self.cache_dates:  # evict LRU, never the latest date
+                    del self._cache[next(d for d in self._cache if d != latest)]
                 self._date_locks.pop(as_of, None)
             return computed
 

@@ -56,7 +56,6 @@ class ModelRegistry:
         self._load_locks: dict[str, threading.Lock] = {}
         self._refresh_lock = threading.Lock()
         self._active: str | None = None
-        self._last_good: str | None = None
         self._pointer_state: tuple[float, int] | None = None
         self._next_check = 0.0
         self.failures: dict[str, str] = {}
@@ -112,6 +111,10 @@ class ModelRegistry:
                 del self._cache[victim]
             return loaded
 
+    def peek(self, version: str) -> LoadedModel | None:
+        """A cached model, without counting a cache hit (for status reports)."""
+        return self._cached(version, count=False)
+
     def _cached(self, version: str, count: bool = True) -> LoadedModel | None:
         with self._lock:
             cached = self._cache.get(version)
@@ -154,6 +157,11 @@ class ModelRegistry:
             self._refresh_lock.release()
 
     def _switch(self, candidates: list[str]) -> None:
+        """Serve the first candidate that loads; while nothing is served yet, any stored
+        version will do, newest first. A failed load never replaces a working model."""
+        if self._active is None:
+            candidates = candidates + [m.tag.version for m in model_store.list_models()
+                                       if m.tag.version not in candidates]
         for version in candidates:
             if version == self._active:
                 return
@@ -162,23 +170,9 @@ class ModelRegistry:
             except (ArtifactError, UnknownModelVersion) as exc:
                 self.failures[version] = str(exc)
                 continue
-            previous, self._active = self._active, version
-            self._last_good = version
-            if previous != version:
-                self._on_event("switch", version)
+            self._active = version
+            self._on_event("switch", version)
             return
-        if self._active is None and self._last_good is None:
-            # Nothing usable yet: try every stored version, newest first.
-            for m in model_store.list_models():
-                if m.tag.version in candidates:
-                    continue
-                try:
-                    self.get(m.tag.version)
-                except (ArtifactError, UnknownModelVersion) as exc:
-                    self.failures[m.tag.version] = str(exc)
-                    continue
-                self._active = self._last_good = m.tag.version
-                return
 
     # -- reporting ---------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:

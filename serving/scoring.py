@@ -101,9 +101,9 @@ class ScoringCore:
                     "cached": [], "failures": {}, "stats": {}}
         status = self.registry.status()
         status["model_name"] = MODEL_NAME
-        active = status["active"]
-        if active:
-            meta = self.registry.get(active).metadata
+        loaded = self.registry.peek(status["active"]) if status["active"] else None
+        if loaded is not None:
+            meta = loaded.metadata
             status["thresholds"] = meta.get("thresholds")
             status["data_source"] = meta.get("data_source")
         return status
