@@ -256,7 +256,7 @@ def _run(cfg, db, out_dir, market_db, mode, run_id, watch, staged) -> BatchResul
         created_at = now_utc()
         fi = {name: j for j, name in enumerate(FEATURES)}
         pivot = np.asarray(result.vcp.pivot, dtype=np.float64)[idx]
-        detected = (np.asarray(result.vcp.detected) & result.scoreable)[idx]
+        detected = np.asarray(result.vcp.detected)[idx]  # idx holds scoreable stocks only
         sel = stocks.iloc[idx]
         pred = pd.DataFrame({
             "prediction_date": day,

@@ -26,7 +26,7 @@ class ModelStoreError(RuntimeError):
 
 
 def active_pointer_path() -> Path:
-    return Path(os.environ.get("BENTOML_HOME", config.bentoml_home())) / f"active_{MODEL_NAME}.json"
+    return config.bentoml_home() / f"active_{MODEL_NAME}.json"
 
 
 def _tag(version: str) -> str:

@@ -104,14 +104,17 @@ def _fit_logistic(ds: Dataset, cfg: TrainConfig):
         StandardScaler(),
         LogisticRegression(max_iter=500, C=1.0, random_state=cfg.seed),
     )
-    X = np.clip(np.nan_to_num(ds.X, nan=np.nan, posinf=np.nan, neginf=np.nan), -1e6, 1e6)
-    model.fit(X, ds.y)
+    model.fit(_logistic_input(ds.X), ds.y)
     return model
 
 
+def _logistic_input(X: np.ndarray) -> np.ndarray:
+    # Infinities become missing (imputed); huge values are bounded for the scaler.
+    return np.clip(np.nan_to_num(X, nan=np.nan, posinf=np.nan, neginf=np.nan), -1e6, 1e6)
+
+
 def _logistic_predict(model, X: np.ndarray) -> np.ndarray:
-    X = np.clip(np.nan_to_num(X, nan=np.nan, posinf=np.nan, neginf=np.nan), -1e6, 1e6)
-    return model.predict_proba(X)[:, 1]
+    return model.predict_proba(_logistic_input(X))[:, 1]
 
 
 def rule_score(ds: Dataset) -> np.ndarray:
@@ -120,12 +123,11 @@ def rule_score(ds: Dataset) -> np.ndarray:
 
 
 def _judge_all(test: Dataset, model_p: np.ndarray, logistic_p: np.ndarray) -> dict[str, Any]:
-    args = (test.y, test.realized_r, test.date_idx)
-    return {
-        "model": evaluate(test.y, model_p, test.realized_r, test.date_idx),
-        "logistic": evaluate(test.y, logistic_p, *args[1:]),
-        "rule": evaluate(test.y, rule_score(test), *args[1:], is_probability=False),
-    }
+    def judge(score: np.ndarray, is_probability: bool = True) -> dict[str, float]:
+        return evaluate(test.y, score, test.realized_r, test.date_idx, is_probability)
+
+    return {"model": judge(model_p), "logistic": judge(logistic_p),
+            "rule": judge(rule_score(test), is_probability=False)}
 
 
 def git_commit() -> str:

@@ -117,7 +117,7 @@ def data_ingest(
             )
     except IngestError as exc:
         raise fail(str(exc), code=2) from None
-    console.print(report.summary() if hasattr(report, "summary") else str(report))
+    console.print(report.summary())
 
 
 @data_app.command("info")
