@@ -6,7 +6,10 @@ gap of GAP_THRESHOLD (40%) or more between a close and the next session's open i
 always a corporate action. A gap is reported when:
 
 * the two bars are at most MAX_SESSIONS_APART sessions apart on the store's calendar (an
-  illiquid stock's move over months is not a gap), and
+  illiquid stock's move over months is not a gap),
+* the new level holds: the median close of the PERSIST bars from the ex-date on is nearer (in
+  log terms) the ex-date open than the previous close, and the median of the PERSIST bars
+  before is nearer the previous close (a penny stock bouncing between two ticks is no split),
 * no corporate action is stored for that stock and date.
 
 The implied ratio (shares after / shares before, as `--corporate-actions` expects) is
@@ -23,6 +26,7 @@ import pandas as pd
 
 GAP_THRESHOLD = 1.4
 MAX_SESSIONS_APART = 5
+PERSIST = 5
 SNAP_TOLERANCE = 0.06
 COMMON_RATIOS = np.array(
     [1.1, 1.2, 1.25, 4 / 3, 1.5, 5 / 3, 2, 2.5, 3, 4, 5, 6, 10, 20, 50, 100]
@@ -40,7 +44,7 @@ def snap_ratio(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     dist = np.abs(np.log(raw[:, None] / COMMON_RATIOS[None, :]))
     best = dist.argmin(axis=1)
     common = dist[np.arange(len(raw)), best] <= np.log1p(SNAP_TOLERANCE)
-    return np.where(common, COMMON_RATIOS[best], np.round(raw, 3)), common
+    return np.round(np.where(common, COMMON_RATIOS[best], raw), 6), common
 
 
 def suspect_gaps(con, isins: list[str] | None = None) -> pd.DataFrame:
@@ -53,7 +57,11 @@ def suspect_gaps(con, isins: list[str] | None = None) -> pd.DataFrame:
         seq AS (
             SELECT b.isin, b.date, b.open, c.k,
                    lag(b.close) OVER w AS prev_close, lag(b.date) OVER w AS prev_date,
-                   lag(c.k) OVER w AS prev_k
+                   lag(c.k) OVER w AS prev_k,
+                   median(b.close) OVER (w ROWS BETWEEN CURRENT ROW AND {PERSIST - 1} FOLLOWING)
+                       AS after,
+                   median(b.close) OVER (w ROWS BETWEEN {PERSIST} PRECEDING AND 1 PRECEDING)
+                       AS before
             FROM bars b JOIN cal c USING (date) {where}
             WINDOW w AS (PARTITION BY b.isin ORDER BY b.date)
         )
@@ -63,6 +71,8 @@ def suspect_gaps(con, isins: list[str] | None = None) -> pd.DataFrame:
               LEFT JOIN stocks st USING (isin)) s
         WHERE s.prev_close > 0 AND s.open > 0 AND s.k - s.prev_k <= ?
           AND (s.prev_close / s.open >= ? OR s.open / s.prev_close >= ?)
+          AND abs(ln(s.after / s.open)) < abs(ln(s.after / s.prev_close))
+          AND abs(ln(s.before / s.prev_close)) < abs(ln(s.before / s.open))
           AND NOT EXISTS (SELECT 1 FROM corporate_actions a
                           WHERE a.isin = s.isin AND a.ex_date = s.date)
         ORDER BY s.isin, s.date
