@@ -21,12 +21,15 @@ split 10 -> 1 = 10, 1-for-10 consolidation = 0.1, ...) when within SNAP_TOLERANC
 
 from __future__ import annotations
 
+from datetime import date
+
 import numpy as np
 import pandas as pd
 
 GAP_THRESHOLD = 1.4
 MAX_SESSIONS_APART = 5
 PERSIST = 5
+LOOKBACK_DAYS = 90  # history read before `since`: room for the previous bars of illiquid stocks
 SNAP_TOLERANCE = 0.06
 COMMON_RATIOS = np.array(
     [1.1, 1.2, 1.25, 4 / 3, 1.5, 5 / 3, 2, 2.5, 3, 4, 5, 6, 10, 20, 50, 100]
@@ -47,10 +50,14 @@ def snap_ratio(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.round(np.where(common, COMMON_RATIOS[best], raw), 6), common
 
 
-def suspect_gaps(con, isins: list[str] | None = None) -> pd.DataFrame:
-    """Suspect unrecorded splits/bonuses of `isins` (all stocks when None); see the module."""
+def suspect_gaps(con, isins: list[str] | None = None, since: date | None = None) -> pd.DataFrame:
+    """Suspect unrecorded splits/bonuses of `isins` (all stocks when None) dated on or after
+    `since` (all dates when None); see the module docstring."""
     con.register("gap_isins", pd.DataFrame({"isin": list(isins or [])}))
-    where = "" if isins is None else "WHERE b.isin IN (SELECT isin FROM gap_isins)"
+    cond = [] if isins is None else ["b.isin IN (SELECT isin FROM gap_isins)"]
+    if since is not None:  # bars from a margin before, for the lag and the medians
+        cond.append(f"b.date >= DATE '{since}' - INTERVAL {LOOKBACK_DAYS} DAY")
+    where = f"WHERE {' AND '.join(cond)}" if cond else ""
     rows = con.execute(
         f"""
         WITH cal AS (SELECT date, row_number() OVER (ORDER BY date) AS k FROM calendar),
@@ -75,9 +82,10 @@ def suspect_gaps(con, isins: list[str] | None = None) -> pd.DataFrame:
           AND abs(ln(s.before / s.prev_close)) < abs(ln(s.before / s.open))
           AND NOT EXISTS (SELECT 1 FROM corporate_actions a
                           WHERE a.isin = s.isin AND a.ex_date = s.date)
+          AND s.date >= ?
         ORDER BY s.isin, s.date
         """,
-        [MAX_SESSIONS_APART, GAP_THRESHOLD, GAP_THRESHOLD],
+        [MAX_SESSIONS_APART, GAP_THRESHOLD, GAP_THRESHOLD, since or date.min],
     ).df()
     con.unregister("gap_isins")
     ratio, common = snap_ratio(rows["raw"].to_numpy())

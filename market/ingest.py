@@ -41,8 +41,12 @@ Which rows are kept
 * Identity: every series is keyed by ISIN. A BSE legacy row without ISIN is linked through its
   scrip code to a stock already in the master (or added earlier in the same run); otherwise
   it is rejected with reason ``no ISIN and BSE code unknown to the master`` -- no placeholder
-  key is ever invented. A generic row without ISIN must name a symbol the master knows,
-  otherwise it is rejected (``symbol ... unknown to the master and no isin column``).
+  key is ever invented. A generic row without ISIN must name a symbol the master knows
+  (``vcp data master`` loads the exchanges' lists), otherwise it is rejected (``symbol ...
+  unknown to the master and no isin column``; the report lists those symbols) -- unless
+  ``unlisted`` is set: then the stock is registered under the local key ``LOCAL:NSE:<symbol>``
+  (``LOCAL:BSE:<code>``), which cannot pass for an ISIN and stays the same on re-ingest. A
+  bhavcopy or master list that later brings the symbol's ISIN moves the stock to it.
 * A stock listed on both exchanges is ONE series; where both exchanges have a bar for a day
   the NSE bar is kept, whichever file is ingested first.
 
@@ -54,6 +58,12 @@ sector ``Unknown``, ``listing_date`` the first date seen, active. A known stock 
 missing identifier; an identifier that differs (a renamed symbol) replaces the stored one only
 when the file is at least as recent as the stock's latest stored bar. ``listing_date`` moves
 earlier when older files are ingested. Name, sector and ``active`` of known stocks are kept.
+
+Suspect splits
+--------------
+After the files, overnight gaps of 40% or more dated in this run that no stored action
+explains are listed (``market.actions``) and written to ``suspect_corporate_actions.csv``
+beside the rejects, in the corporate actions format.
 
 Corporate actions
 -----------------
@@ -82,6 +92,7 @@ import warnings
 import zipfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 
 import numpy as np
@@ -164,6 +175,7 @@ class FileReport:
     stocks_added: int = 0
     rejects_file: Path | None = None
     isins: set[str] = field(default_factory=set, repr=False)  # stocks with accepted bars
+    first_date: date | None = None  # of the accepted bars
     unknown_symbols: list[str] = field(default_factory=list)  # generic files, no ISIN
     local_keys_added: int = 0  # --unlisted
 
@@ -171,6 +183,8 @@ class FileReport:
 @dataclass
 class IngestReport:
     files: list[FileReport] = field(default_factory=list)
+    suspect_gaps: pd.DataFrame | None = None  # see market.actions.suspect_gaps
+    suspect_file: Path | None = None  # the same, as a corporate actions file
 
     def _total(self, attr: str) -> int:
         return sum(getattr(f, attr) for f in self.files)
@@ -215,9 +229,6 @@ class IngestReport:
     @property
     def rejects_files(self) -> list[Path]:
         return [f.rejects_file for f in self.files if f.rejects_file is not None]
-
-    suspect_gaps: pd.DataFrame | None = None  # see market.actions.suspect_gaps
-    suspect_file: Path | None = None
 
     def summary(self) -> str:
         lines = [
@@ -842,8 +853,9 @@ def ingest_paths(
             if progress is not None:
                 progress(f"{done}/{len(plan)} {source.name}: {file_report.rows_written} rows", 1)
         touched = sorted({i for f in report.files for i in f.isins})
-        if touched:
-            report.suspect_gaps = suspect_gaps(con, touched)
+        if touched:  # gaps dated in this run's files, so a daily ingest reports each once
+            report.suspect_gaps = suspect_gaps(con, touched, since=min(
+                f.first_date for f in report.files if f.first_date is not None))
     if report.suspect_gaps is not None and len(report.suspect_gaps):
         report.suspect_file = rejects_dir / "suspect_corporate_actions.csv"
         _write_csv(report.suspect_gaps, report.suspect_file)
@@ -893,6 +905,7 @@ def _ingest_bars(
     report.rows_accepted = int(good.sum())
     report.local_keys_added = int(stocks["isin"].map(is_local_key).sum()) if n_added else 0
     report.isins = set(good_bars["isin"].unique())
+    report.first_date = good_bars["date"].min().date() if len(good_bars) else None
     report.unknown_symbols = parsed.unknown_symbols
     # A new ISIN taking a symbol that a local key holds: that stock moves to the ISIN.
     rekey = ctx.has_local_keys and len(stocks) > 0

@@ -317,9 +317,7 @@ class MarketStore:
             lo, hi = con.execute("SELECT min(date), max(date) FROM calendar").fetchone()
             n_days = con.execute("SELECT count(*) FROM calendar").fetchone()[0]
             meta = dict(con.execute("SELECT key, value FROM metadata").fetchall())
-        health = self.health() if meta.get("source") == "real" else {}
         return {
-            **health,
             "path": str(self.path),
             "stocks": n_stocks,
             "active_stocks": n_active,
