@@ -162,7 +162,10 @@ def data_info(
     from market.store import MarketStore, StoreError
 
     try:
-        info = MarketStore(_store_path(db)).info()
+        store = MarketStore(_store_path(db))
+        info = store.info()
+        if info["source"] == "real":  # the calendar check is for NSE/BSE sessions
+            info.update(store.health())
     except StoreError as exc:
         raise fail(str(exc)) from None
     if as_json:
