@@ -321,7 +321,7 @@ def batch_run(
         str | None, typer.Option(envvar="VCP_API_KEY", help="X-API-Key for --url mode.")
     ] = None,
 ) -> None:
-    """Score every active stock as of a date; write predictions.db, CSVs and a report."""
+    """Score every stock listed on a date; write predictions.db, CSVs and a report."""
     import datetime as dt
 
     from batch import BatchConfig, BatchError, run_batch
