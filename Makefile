@@ -14,8 +14,9 @@ $(VENV)/.runtime: requirements.txt
 	$(VENV)/bin/pip install --disable-pip-version-check -q -r requirements.txt
 	touch $@
 
-$(VENV)/.dev: $(VENV)/.runtime requirements-dev.txt
+$(VENV)/.dev: $(VENV)/.runtime requirements-dev.txt requirements-fixtures.txt
 	$(VENV)/bin/pip install --disable-pip-version-check -q -r requirements-dev.txt
+	$(VENV)/bin/pip install --disable-pip-version-check -q --no-deps -r requirements-fixtures.txt
 	touch $@
 
 setup: $(VENV)/.runtime

@@ -48,6 +48,7 @@ def render_report(
     n_universe: int,
     timings: dict[str, float],
     created_at: str,
+    data_checks: list[str] | None = None,
 ) -> str:
     lines: list[str] = [f"VCP breakout daily batch: prediction date {prediction_date}", ""]
     lines += data_source_banner(store_info.get("source", "unknown"), store_info.get("seed"))
@@ -111,6 +112,8 @@ def render_report(
     for kind, count in kinds.most_common():
         example = skipped.loc[skipped["reason"].map(reason_kind) == kind, "reason"].iloc[0]
         lines.append(f"  {kind:22s} {count:>7,}   e.g. {example}")
+    if data_checks:  # missing sessions shift every window: said, not skipped silently
+        lines += ["", "DATA CHECKS", *(f"  {c}" for c in data_checks)]
     lines += ["", "STAGE TIMINGS (seconds)"]
     for stage, seconds in timings.items():
         lines.append(f"  {stage:32s} {seconds:>7.2f}")

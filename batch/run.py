@@ -10,10 +10,10 @@ Stages (timed, journalled in `batch_runs`):
 5. write    - CSVs and report to temp files, predictions upserted in one SQLite transaction,
               then the files renamed into place and the transaction committed.
 
-Who is scored: stocks that are active in the master (delisted ones go to the skipped file
-with reason "inactive: ...", checked first) and whose features can be computed at D (the others
-go to the skipped file with `FeatureResult.reasons`: no_data / stale / insufficient_history).
-The master's `active` flag is today's, so a run for a past date skips stocks delisted since.
+Who is scored: stocks listed on D by the master's dated status (`market.master.status_reasons`:
+not_listed / delisted / suspended / inactive, checked first; a stock delisted after D was listed
+on D and is scored) whose features can be computed at D (the others go to the skipped file with
+`FeatureResult.reasons`: no_data / stale / insufficient_history).
 
 Failure: nothing is published unless every stage succeeds; the run's `batch_runs` row is
 marked failed with the error. A run killed outright is marked failed ("interrupted") by the next
@@ -46,7 +46,6 @@ from batch.scorers import DEFAULT_CHUNK, InProcessScorer, RemoteScorer
 from vcp import config
 
 FAIL_HOOK_ENV = "VCP_BATCH_FAIL_AT"
-INACTIVE_REASON = "inactive: delisted or suspended in the stock master"
 Progress = Callable[..., None]
 
 
@@ -210,6 +209,7 @@ def _resolve_date(calendar: np.ndarray, wanted: date | None, path: Path) -> date
 
 def _run(cfg, db, out_dir, market_db, mode, run_id, watch, staged) -> BatchResult:
     from features.vector import FEATURES, HISTORY_WINDOW
+    from market.master import status_reasons
     from market.store import MarketStore
     from serving.market_data import features_from_panel
 
@@ -229,14 +229,16 @@ def _run(cfg, db, out_dir, market_db, mode, run_id, watch, staged) -> BatchResul
         if panel.as_of != as_of:
             raise BatchError(f"no data for {as_of} in {market_db}", code=EXIT_BAD_INPUT)
         stocks = master.reindex(panel.isins)
+        checks = _data_checks(store, info, panel)
 
     with watch.stage("features", f"computing features as of {day}"):
         feats = features_from_panel(panel)
         result = feats.result
-        active = stocks["active"].fillna(False).to_numpy(dtype=bool)
+        status = status_reasons(stocks, as_of, store.last_traded())  # as of D, not today
+        active = np.array([s is None for s in status], dtype=bool)
         score_mask = active & result.scoreable
-        reasons = np.array([INACTIVE_REASON if not a else (r or "") for a, r
-                            in zip(active, result.reasons, strict=True)], dtype=object)
+        reasons = np.array([s if s is not None else (r or "") for s, r
+                            in zip(status, result.reasons, strict=True)], dtype=object)
         idx = np.flatnonzero(score_mask)
         if len(idx) == 0:
             raise BatchError(f"no stock can be scored on {day}: features need "
@@ -311,7 +313,7 @@ def _run(cfg, db, out_dir, market_db, mode, run_id, watch, staged) -> BatchResul
             text = render_report(
                 prediction_date=day, run_id=run_id, mode=mode, store_info=info,
                 model=model_meta, predictions=pred, skipped=skipped, n_universe=len(stocks),
-                timings=timings, created_at=created_at,
+                timings=timings, created_at=created_at, data_checks=checks,
             )
             files["report"] = staged.write(f"report_{day}.txt", lambda fh: fh.write(text))
             _fail_hook("write")
@@ -332,3 +334,12 @@ def _run(cfg, db, out_dir, market_db, mode, run_id, watch, staged) -> BatchResul
         predictions_db=db.path,
         by_confidence={k: int(v) for k, v in pred["confidence"].value_counts().items()},
     )
+
+
+def _data_checks(store, info: dict, panel) -> list[str]:
+    """The calendar check over the sessions the features read (real stores only)."""
+    if info.get("source") != "real":
+        return []
+    first = pd.Timestamp(panel.dates[0]).date()
+    lines = store.health(since=first)["calendar"]["lines"]
+    return [f"calendar {first}..{panel.as_of}: {line}" for line in lines]

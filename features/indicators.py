@@ -314,17 +314,57 @@ def volume_ratio(volume: np.ndarray, short: int, long: int) -> np.ndarray:
 # ---------------------------------------------------------------- relative strength
 
 RS_WEIGHTS = ((63, 0.4), (126, 0.2), (189, 0.2), (252, 0.2))
+# Illiquid stocks: the close "k sessions ago" is the last one at most RS_REF_GAP sessions before
+# t-k. A stock rates only with a close within [t - 252 - RS_REF_GAP, t - RS_MIN_AGE] (finite
+# memory, <= 272 sessions, like every other feature input).
+RS_REF_GAP = 20
+RS_MIN_AGE = 63
+
+
+def next_valid_col(x: np.ndarray) -> np.ndarray:
+    """Per column, index of the first valid value at or after it (T if none). [n, T] int64."""
+    t = x.shape[-1]
+    idx = np.where(~np.isnan(x), np.arange(t), t)
+    return np.minimum.accumulate(idx[..., ::-1], axis=-1)[..., ::-1]
+
+
+def _rs_reference_cols(last, nxt, cols, k):
+    """Column of the reference close for the k-session return at each of ``cols`` (-1: none).
+
+    The last close at or before t-k (at most RS_REF_GAP sessions before it); when there is none
+    (listed later, or not trading then) the stock's first close after t-k.
+    """
+    t = last.shape[1]
+    at = cols - k
+    back = np.where(at >= 0, last[:, np.clip(at, 0, t - 1)], -1)
+    ok = (back >= 0) & (at - back <= RS_REF_GAP)
+    after = nxt[:, np.clip(at + 1, 0, t - 1)]
+    return np.where(ok, back, np.where(after <= cols, after, -1))
 
 
 def weighted_return_at(close_ref: np.ndarray, cols: np.ndarray) -> np.ndarray:
-    """IBD-style 0.4*r63 + 0.2*r126 + 0.2*r189 + 0.2*r252 at ``cols`` (close_ref ffilled)."""
+    """IBD-style 0.4*r63 + 0.2*r126 + 0.2*r189 + 0.2*r252 at ``cols`` (close_ref ffilled).
+
+    r_k = close_t / close_ref(t-k) - 1 with the reference close of ``_rs_reference_cols``, so a
+    stock with 63 to 251 sessions of history uses its first close for the longer horizons
+    (r252 is then the return since its first close). NaN without a close today or without one
+    at least RS_MIN_AGE sessions back (in the 272-session window).
+    """
     cols = np.asarray(cols, dtype=np.int64)
+    last = last_valid_col(close_ref)
+    nxt = next_valid_col(close_ref)
     now = take_cols(close_ref, cols)
+    oldest = RS_WEIGHTS[-1][0] + RS_REF_GAP
+    aged = np.where(cols >= RS_MIN_AGE, last[:, np.clip(cols - RS_MIN_AGE, 0, None)], -1)
+    rated = (aged >= 0) & (aged >= cols - oldest) & ~np.isnan(now)
     out = np.zeros(now.shape)
+    rows = np.arange(close_ref.shape[0])[:, None]
     with np.errstate(invalid="ignore", divide="ignore"):
         for k, wgt in RS_WEIGHTS:
-            out += wgt * (now / take_cols(close_ref, cols - k) - 1.0)
-    return out
+            ref_col = _rs_reference_cols(last, nxt, cols, k)
+            ref = np.where(ref_col >= 0, close_ref[rows, np.maximum(ref_col, 0)], np.nan)
+            out += wgt * (now / ref - 1.0)
+    return np.where(rated, out, np.nan)
 
 
 def weighted_return(close_ref: np.ndarray) -> np.ndarray:

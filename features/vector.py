@@ -71,6 +71,7 @@ MIN_HISTORY = 200
 STALE_AFTER = 5
 MAX_LOOKBACK = 300  # oldest column any feature reads: bbw pctile 252 + band 20 (+ margins)
 DEFAULT_BLOCK = 2048  # stocks per block for the per-stock rolling series (bounds memory)
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 class FeaturePanel(NamedTuple):
@@ -185,6 +186,15 @@ def _block_features(high, low, close, volume, cref, cols, rs, index_lr):
     return feats, checks
 
 
+def _finite_or_nan(out: np.ndarray) -> None:
+    """Every feature is finite or NaN: a ratio over a flat or zero-volume window (x/0) or a
+    value beyond float32 (what xgboost and the API read) becomes NaN, never inf."""
+    for f in range(out.shape[-1]):  # one feature at a time: small temporaries
+        v = out[..., f]
+        with np.errstate(invalid="ignore"):
+            v[~(np.abs(v) <= FLOAT32_MAX)] = np.nan
+
+
 def _status(close, cols):
     """(last trade column [n, k], valid closes in the trailing HISTORY_WINDOW [n, k])."""
     last = ind.last_valid_col(close)[:, cols]
@@ -241,6 +251,7 @@ def _compute(high, low, close, volume, cols, block_size, dtype, detail):
     age = cols[None, :] + s0 - last
     scoreable = (last >= 0) & (age < STALE_AFTER) & (cnt >= MIN_HISTORY)
     out[~scoreable] = np.nan
+    _finite_or_nan(out)
     return out, scoreable, detected & scoreable, last, cnt, win, checks_all
 
 

@@ -41,8 +41,12 @@ Which rows are kept
 * Identity: every series is keyed by ISIN. A BSE legacy row without ISIN is linked through its
   scrip code to a stock already in the master (or added earlier in the same run); otherwise
   it is rejected with reason ``no ISIN and BSE code unknown to the master`` -- no placeholder
-  key is ever invented. A generic row without ISIN must name a symbol the master knows,
-  otherwise it is rejected (``symbol ... unknown to the master and no isin column``).
+  key is ever invented. A generic row without ISIN must name a symbol the master knows
+  (``vcp data master`` loads the exchanges' lists), otherwise it is rejected (``symbol ...
+  unknown to the master and no isin column``; the report lists those symbols) -- unless
+  ``unlisted`` is set: then the stock is registered under the local key ``LOCAL:NSE:<symbol>``
+  (``LOCAL:BSE:<code>``), which cannot pass for an ISIN and stays the same on re-ingest. A
+  bhavcopy or master list that later brings the symbol's ISIN moves the stock to it.
 * A stock listed on both exchanges is ONE series; where both exchanges have a bar for a day
   the NSE bar is kept, whichever file is ingested first.
 
@@ -54,6 +58,12 @@ sector ``Unknown``, ``listing_date`` the first date seen, active. A known stock 
 missing identifier; an identifier that differs (a renamed symbol) replaces the stored one only
 when the file is at least as recent as the stock's latest stored bar. ``listing_date`` moves
 earlier when older files are ingested. Name, sector and ``active`` of known stocks are kept.
+
+Suspect splits
+--------------
+After the files, overnight gaps of 40% or more dated in this run that no stored action
+explains are listed (``market.actions``) and written to ``suspect_corporate_actions.csv``
+beside the rejects, in the corporate actions format.
 
 Corporate actions
 -----------------
@@ -82,12 +92,14 @@ import warnings
 import zipfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from market.master import ISIN_RE, MASTER_COLUMNS
+from market.actions import suspect_gaps
+from market.master import ISIN_RE, LOCAL_KEY_RE, MASTER_COLUMNS, is_local_key, local_key
 from market.store import PRICE_FIELDS, MarketStore
 
 NSE_EQUITY_SERIES = frozenset({"EQ", "BE", "BZ", "SM", "ST"})
@@ -159,13 +171,20 @@ class FileReport:
     rows_skipped: int = 0  # not cash-market equity (other series / segments / instruments)
     rows_rejected: int = 0
     rows_written: int = 0  # bars inserted or changed
+    rows_accepted: int = 0  # good rows, written or already stored
     stocks_added: int = 0
     rejects_file: Path | None = None
+    isins: set[str] = field(default_factory=set, repr=False)  # stocks with accepted bars
+    first_date: date | None = None  # of the accepted bars
+    unknown_symbols: list[str] = field(default_factory=list)  # generic files, no ISIN
+    local_keys_added: int = 0  # --unlisted
 
 
 @dataclass
 class IngestReport:
     files: list[FileReport] = field(default_factory=list)
+    suspect_gaps: pd.DataFrame | None = None  # see market.actions.suspect_gaps
+    suspect_file: Path | None = None  # the same, as a corporate actions file
 
     def _total(self, attr: str) -> int:
         return sum(getattr(f, attr) for f in self.files)
@@ -191,6 +210,19 @@ class IngestReport:
         return self._total("stocks_added")
 
     @property
+    def rows_accepted(self) -> int:
+        return self._total("rows_accepted")
+
+    @property
+    def unknown_symbols(self) -> list[str]:
+        return sorted({s for f in self.files for s in f.unknown_symbols})
+
+    @property
+    def nothing_accepted(self) -> bool:
+        """Rows were read but none was good: the run changed nothing and should fail."""
+        return self.rows_read > 0 and self.rows_accepted == 0
+
+    @property
     def formats(self) -> dict[str, str]:
         return {f.name: f.format for f in self.files}
 
@@ -204,6 +236,31 @@ class IngestReport:
             f"{self.rows_rejected} rejected, {self.rows_skipped} skipped (not equity), "
             f"{self.stocks_added} stock(s) added"
         ]
+        local = sum(f.local_keys_added for f in self.files)
+        if local:
+            lines.append(f"{local} stock(s) registered under local keys LOCAL:NSE:<symbol> / "
+                         "LOCAL:BSE:<code> (not ISINs; `data master` with the exchange lists "
+                         "moves them to their ISINs)")
+        unknown = self.unknown_symbols
+        if unknown:
+            shown = ", ".join(unknown[:20]) + (f" and {len(unknown) - 20} more"
+                                                if len(unknown) > 20 else "")
+            lines.append(
+                f"WARNING: {len(unknown)} symbol(s) unknown to the stock master and no isin "
+                f"column, their rows were rejected: {shown}. Fix: load the exchanges' lists "
+                "first (`vcp data master EQUITY_L.csv <BSE list of scrips>.csv`), add an isin "
+                "column, or ingest again with --unlisted to register them under local keys."
+            )
+        if self.suspect_gaps is not None and len(self.suspect_gaps):
+            lines.append(
+                f"WARNING: {len(self.suspect_gaps)} price gap(s) look like splits or bonuses "
+                f"without a corporate action (isin, date, implied ratio): "
+                + "; ".join(f"{isin} {day} {ratio:g}" for isin, day, ratio in self.suspect_gaps[
+                    ["isin", "ex_date", "ratio"]].head(10).itertuples(index=False))
+                + (" ..." if len(self.suspect_gaps) > 10 else "")
+                + f". Check them, then pass the file with --corporate-actions: "
+                f"{self.suspect_file}"
+            )
         lines += [f"rejected rows: {p}" for p in self.rejects_files]
         return "\n".join(lines)
 
@@ -334,6 +391,7 @@ class _Parsed:
     bse_code: pd.Series  # '' when not a BSE row
     name: pd.Series
     pre_reasons: list[tuple[np.ndarray, str | np.ndarray]] = field(default_factory=list)
+    unknown_symbols: list[str] = field(default_factory=list)  # generic: not in the master
 
 
 def _col(frame: pd.DataFrame, name: str) -> pd.Series:
@@ -491,6 +549,10 @@ def _parse_generic(frame: pd.DataFrame, source: _Source, ctx: _Context) -> _Pars
         linked = by_code.where(is_code[missing], by_symbol).fillna("")
         isin = isin.copy()
         isin[missing] = linked.to_numpy()
+    new = missing & (isin == "").to_numpy()
+    if ctx.unlisted and new.any():  # unknown symbols get their stable local key
+        isin = isin.copy()
+        isin[new] = symbol[new].map(lambda s: local_key(s) or "").to_numpy()
     parsed = _Parsed(
         keep=np.ones(len(frame), dtype=bool),
         date=_parse_dates(_col(frame, "date"), GENERIC_DATE_FORMATS),
@@ -514,6 +576,7 @@ def _parse_generic(frame: pd.DataFrame, source: _Source, ctx: _Context) -> _Pars
         reason = np.full(len(frame), "", dtype=object)
         reason[unknown] = texts.to_numpy()
         parsed.pre_reasons.append((unknown, reason))
+        parsed.unknown_symbols = sorted(set(symbol[unknown]) - {""})
     return parsed
 
 
@@ -526,6 +589,12 @@ PARSERS = {
 
 
 # -- validation ------------------------------------------------------------------------------
+def _is_key(isin: pd.Series) -> np.ndarray:
+    """A well-formed ISIN or a local key of `--unlisted` (LOCAL:NSE:<symbol>)."""
+    shaped = isin.str.fullmatch(ISIN_RE.pattern) | isin.str.fullmatch(LOCAL_KEY_RE.pattern)
+    return shaped.to_numpy()
+
+
 def _validate(parsed: _Parsed, n: int) -> tuple[pd.DataFrame, np.ndarray]:
     """Numeric bar frame for all rows and the reject reason per row ('' = good)."""
     reasons = np.full(n, "", dtype=object)
@@ -559,7 +628,7 @@ def _validate(parsed: _Parsed, n: int) -> tuple[pd.DataFrame, np.ndarray]:
     add(parsed.date.isna().to_numpy(), "bad or missing date")
     isin = parsed.isin.astype(str)
     has_isin = (isin != "").to_numpy()
-    add(has_isin & ~isin.str.fullmatch(ISIN_RE.pattern).to_numpy(), "malformed ISIN")
+    add(has_isin & ~_is_key(isin), "malformed ISIN")
     add(~has_isin & (reasons == ""), "no ISIN")
 
     bars = pd.DataFrame(
@@ -582,9 +651,18 @@ def _validate(parsed: _Parsed, n: int) -> tuple[pd.DataFrame, np.ndarray]:
 class _Context:
     """The master and each stock's latest bar date, kept current as files are committed."""
 
-    def __init__(self, master: pd.DataFrame, last_seen: pd.Series):
+    def __init__(self, master: pd.DataFrame, last_seen: pd.Series, unlisted: bool = False):
         self.master = master.set_index("isin", drop=False)
         self.last_seen = last_seen
+        self.unlisted = unlisted  # register unknown symbols under local keys
+        self._reindex()
+
+    @property
+    def has_local_keys(self) -> bool:
+        return bool(self.master.index.str.startswith("LOCAL:").any())
+
+    def drop(self, isins: list[str]) -> None:
+        self.master = self.master.drop(index=isins, errors="ignore")
         self._reindex()
 
     def _reindex(self) -> None:
@@ -682,11 +760,16 @@ def _rejects_path(rejects_dir: Path, source: _Source) -> Path:
 
 
 def _write_rejects(frame: pd.DataFrame, reasons: np.ndarray, mask: np.ndarray, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
     out = frame.loc[mask].copy()
     out["reason"] = reasons[mask]
+    _write_csv(out, path)
+
+
+def _write_csv(frame: pd.DataFrame, path: Path) -> None:
+    """Whole or not at all: a temp file renamed into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".csv.tmp")
-    out.to_csv(tmp, index=False)
+    frame.to_csv(tmp, index=False)
     tmp.replace(path)
 
 
@@ -696,13 +779,17 @@ def ingest_paths(
     rejects_dir: Path | None = None,
     corporate_actions: Path | None = None,
     progress: Progress | None = None,
+    unlisted: bool = False,
 ) -> IngestReport:
     """Ingest bhavcopies / generic CSVs (files, directories, zips) into `store`.
 
     `rejects_dir` defaults to ``<store directory>/rejects``. `progress(message, 1)` is called
     after each file (message like ``"3/10 cm01JAN2024bhav.csv: 2412 rows"``).
     Raises :class:`IngestError` before writing anything when a file has an unknown format or
-    the store holds simulated data. See the module docstring.
+    the store holds simulated data. `unlisted`: a generic file's symbol unknown to the master
+    is registered under its local key (``LOCAL:NSE:<symbol>``) instead of rejected. After the
+    files, price gaps that look like unrecorded splits or bonuses are listed in the report and
+    written to ``suspect_corporate_actions.csv`` beside the rejects. See the module docstring.
     """
     if isinstance(paths, str | Path):
         paths = [paths]
@@ -754,7 +841,7 @@ def ingest_paths(
             master[c] = master[c].astype(object).where(master[c].notna(), None)
         last = con.execute("SELECT isin, max(date) AS d FROM bars GROUP BY isin").df()
         last_seen = pd.Series(pd.to_datetime(last["d"]).to_numpy(), index=last["isin"])
-        ctx = _Context(master, last_seen)
+        ctx = _Context(master, last_seen, unlisted)
         for done, (source, fmt) in enumerate(plan, start=1):
             text = _decode(source.read_bytes())
             frame = _read_frame(text)
@@ -765,6 +852,13 @@ def ingest_paths(
             report.files.append(file_report)
             if progress is not None:
                 progress(f"{done}/{len(plan)} {source.name}: {file_report.rows_written} rows", 1)
+        touched = sorted({i for f in report.files for i in f.isins})
+        if touched:  # gaps dated in this run's files, so a daily ingest reports each once
+            report.suspect_gaps = suspect_gaps(con, touched, since=min(
+                f.first_date for f in report.files if f.first_date is not None))
+    if report.suspect_gaps is not None and len(report.suspect_gaps):
+        report.suspect_file = rejects_dir / "suspect_corporate_actions.csv"
+        _write_csv(report.suspect_gaps, report.suspect_file)
     return report
 
 
@@ -808,17 +902,33 @@ def _ingest_bars(
     )
     stocks, n_added = ctx.master_changes(good_bars, ids)
     report.stocks_added = n_added
+    report.rows_accepted = int(good.sum())
+    report.local_keys_added = int(stocks["isin"].map(is_local_key).sum()) if n_added else 0
+    report.isins = set(good_bars["isin"].unique())
+    report.first_date = good_bars["date"].min().date() if len(good_bars) else None
+    report.unknown_symbols = parsed.unknown_symbols
+    # A new ISIN taking a symbol that a local key holds: that stock moves to the ISIN.
+    rekey = ctx.has_local_keys and len(stocks) > 0
 
     written = 0
+    moved: list[str] = []
 
     def work() -> None:
-        nonlocal written
+        nonlocal written, moved
         if len(stocks):
             MarketStore.upsert_stocks(con, stocks)
         written = MarketStore.upsert_bars(con, good_bars)
+        if rekey:
+            before = set(ctx.master.index[ctx.master.index.str.startswith("LOCAL:")])
+            MarketStore.rekey_local_stocks(con)
+            left = {r[0] for r in con.execute(
+                "SELECT isin FROM stocks WHERE isin LIKE 'LOCAL:%'").fetchall()}
+            moved = sorted(before - left)
 
     _transaction(con, store, source, work)
     ctx.commit(stocks, good_bars)
+    if moved:
+        ctx.drop(moved)
     report.rows_written = written
     if report.rows_rejected:
         report.rejects_file = _rejects_path(rejects_dir, source)
@@ -840,7 +950,7 @@ def _ingest_actions(
     isin = _col(frame, "isin").str.upper()
     ex_date = _parse_dates(_col(frame, "ex_date"), GENERIC_DATE_FORMATS)
     ratio = pd.to_numeric(_col(frame, "ratio"), errors="coerce").astype(float)
-    shaped = isin.str.fullmatch(ISIN_RE.pattern).to_numpy()
+    shaped = _is_key(isin)
     add(~shaped, "malformed ISIN")
     add(shaped & ~isin.isin(ctx.master.index).to_numpy(), "ISIN unknown to the master")
     add(ex_date.isna().to_numpy(), "bad or missing ex_date")
@@ -872,6 +982,7 @@ def _ingest_actions(
 
     _transaction(con, store, source, work)
     report.rows_written = written
+    report.rows_accepted = int(ok.sum())
     report.rows_rejected = int((~ok).sum())
     if report.rows_rejected:
         report.rejects_file = _rejects_path(rejects_dir, source)

@@ -9,9 +9,70 @@ from datetime import date
 import pandas as pd
 
 MASTER_COLUMNS = ["isin", "nse_symbol", "bse_code", "name", "sector", "listing_date", "active"]
+# Dated status, filled by `data master` from the exchanges' lists (NULL when not given).
+STATUS_COLUMNS = ["industry", "delisting_date", "suspension_date"]
 
 ISIN_RE = re.compile(r"^IN[A-Z0-9]{9}[0-9]$")
 BSE_CODE_RE = re.compile(r"^\d{6}$")
+
+# A stock without an ISIN registered by `data ingest --unlisted` is keyed "LOCAL:NSE:<symbol>"
+# (or "LOCAL:BSE:<6-digit code>"): the colons can never appear in an ISIN (12 letters and
+# digits), and the key depends only on the symbol, so re-ingesting finds the same stock.
+LOCAL_KEY_PREFIX = "LOCAL:"
+LOCAL_KEY_RE = re.compile(r"^LOCAL:(NSE|BSE):[A-Z0-9&._-]{1,40}$")
+
+
+def local_key(symbol: str) -> str | None:
+    """The local key of a symbol (a 6-digit symbol is a BSE code), or None if unusable."""
+    text = str(symbol).strip().upper()
+    key = f"{LOCAL_KEY_PREFIX}{'BSE' if BSE_CODE_RE.match(text) else 'NSE'}:{text}"
+    return key if LOCAL_KEY_RE.match(key) else None
+
+
+def is_local_key(key: object) -> bool:
+    return isinstance(key, str) and key.startswith(LOCAL_KEY_PREFIX)
+
+
+def status_reasons(frame: pd.DataFrame, day: date, last_traded: pd.Series) -> list[str | None]:
+    """Why each stock of `frame` (master rows) was not listed on `day`, None when it was.
+
+    Status as of the date, not today's flag: a stock delisted after `day` was listed on it.
+    * `day` before its listing date: "not_listed: lists on X";
+    * on or after its delisting date: "delisted: on X";
+    * on or after its suspension date while still inactive today: "suspended: since X";
+    * inactive with no date in the master: listed on `day` if it traded on or after `day` (it
+      was still listed then), else "inactive: ..., last traded X".
+    `last_traded` maps isin to the latest bar date (NaT when never traded).
+    """
+    d = pd.Timestamp(day)
+    out: list[str | None] = []
+    none = pd.Series(None, index=frame.index, dtype=object)
+    cols = {c: frame.get(c, none)
+            for c in ("listing_date", "delisting_date", "suspension_date", "active")}
+    last = pd.to_datetime(last_traded.reindex(frame.get("isin", frame.index)).to_numpy())
+    for listing, delisting, suspension, active, lt in zip(
+        pd.to_datetime(cols["listing_date"]), pd.to_datetime(cols["delisting_date"]),
+        pd.to_datetime(cols["suspension_date"]), cols["active"], last, strict=True
+    ):
+        if pd.notna(listing) and d < listing:
+            out.append(f"not_listed: lists on {listing.date()}")
+        elif pd.notna(delisting) and d >= delisting:
+            out.append(f"delisted: on {delisting.date()}")
+        elif pd.notna(suspension) and d >= suspension and not _true(active):
+            out.append(f"suspended: since {suspension.date()}")
+        elif not _true(active) and pd.isna(delisting) and pd.isna(suspension) and not (
+            pd.notna(lt) and lt >= d
+        ):
+            last_text = "never" if pd.isna(lt) else str(lt.date())
+            out.append(f"inactive: delisted or suspended (no date in the master), "
+                       f"last traded {last_text}")
+        else:
+            out.append(None)
+    return out
+
+
+def _true(x: object) -> bool:
+    return bool(x) if x is not None and not (isinstance(x, float) and pd.isna(x)) else False
 
 
 class StockLookupError(LookupError):

@@ -19,7 +19,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from market.master import MASTER_COLUMNS, StockMaster
+from market.master import MASTER_COLUMNS, STATUS_COLUMNS, StockMaster
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS stocks (
@@ -46,6 +46,10 @@ CREATE TABLE IF NOT EXISTS corporate_actions (
     PRIMARY KEY (isin, ex_date)
 );
 CREATE TABLE IF NOT EXISTS metadata (key VARCHAR PRIMARY KEY, value VARCHAR);
+-- Dated status from the exchanges' lists (`data master`); added to stores made before it.
+ALTER TABLE stocks ADD COLUMN IF NOT EXISTS industry VARCHAR;
+ALTER TABLE stocks ADD COLUMN IF NOT EXISTS delisting_date DATE;
+ALTER TABLE stocks ADD COLUMN IF NOT EXISTS suspension_date DATE;
 """
 
 LOCK_RETRY_SECONDS = 10.0
@@ -144,8 +148,8 @@ class MarketStore:
         frame = frame[MASTER_COLUMNS]
         con.register("new_stocks", frame)
         con.execute(
-            """
-            INSERT INTO stocks SELECT * FROM new_stocks
+            f"""
+            INSERT INTO stocks ({", ".join(MASTER_COLUMNS)}) SELECT * FROM new_stocks
             ON CONFLICT (isin) DO UPDATE SET
                 nse_symbol = COALESCE(excluded.nse_symbol, stocks.nse_symbol),
                 bse_code = COALESCE(excluded.bse_code, stocks.bse_code),
@@ -224,13 +228,69 @@ class MarketStore:
         con.unregister("new_actions")
         return int(n)
 
+    @staticmethod
+    def rekey_local_stocks(con: duckdb.DuckDBPyConnection) -> int:
+        """Move stocks registered under a local key (`LOCAL:...`, `ingest --unlisted`) to the
+        ISIN that now holds their NSE symbol or BSE code: bars and corporate actions follow
+        (the ISIN's own bar wins on a date both have) and the local row is deleted."""
+        pairs = con.execute(
+            """
+            SELECT l.isin, r.isin FROM stocks l JOIN stocks r
+            ON r.isin NOT LIKE 'LOCAL:%' AND ((l.nse_symbol IS NOT NULL
+                AND l.nse_symbol = r.nse_symbol) OR (l.bse_code IS NOT NULL
+                AND l.bse_code = r.bse_code))
+            WHERE l.isin LIKE 'LOCAL:%'
+            QUALIFY row_number() OVER (PARTITION BY l.isin ORDER BY r.isin) = 1
+            """
+        ).fetchall()
+        for old, new in pairs:
+            for table, day in (("bars", "date"), ("corporate_actions", "ex_date")):
+                con.execute(
+                    f"""
+                    INSERT INTO {table} SELECT ? AS isin, * EXCLUDE (isin) FROM {table}
+                    WHERE isin = ? AND {day} NOT IN (SELECT {day} FROM {table} WHERE isin = ?)
+                    """,
+                    [new, old, new],
+                )
+                con.execute(f"DELETE FROM {table} WHERE isin = ?", [old])
+            con.execute(
+                """
+                UPDATE stocks SET listing_date = COALESCE(stocks.listing_date, l.listing_date)
+                FROM (SELECT listing_date FROM stocks WHERE isin = ?) l WHERE stocks.isin = ?
+                """,
+                [old, new],
+            )
+            con.execute("DELETE FROM stocks WHERE isin = ?", [old])
+        return len(pairs)
+
     # -- reads -------------------------------------------------------------------------------
     def master(self) -> StockMaster:
+        """The stock master, with the dated status columns (NULL in stores made before them)."""
         with self.connect() as con:
+            have = {r[0] for r in con.execute(
+                "SELECT column_name FROM information_schema.columns WHERE table_name = 'stocks'"
+            ).fetchall()}
+            extra = [c if c in have else f"NULL AS {c}" for c in STATUS_COLUMNS]
             frame = con.execute(
-                f"SELECT {', '.join(MASTER_COLUMNS)} FROM stocks ORDER BY isin"
+                f"SELECT {', '.join(MASTER_COLUMNS + extra)} FROM stocks ORDER BY isin"
             ).df()
         return StockMaster(frame)
+
+    def last_traded(self) -> pd.Series:
+        """Each stock's latest bar date (datetime64), indexed by isin."""
+        with self.connect() as con:
+            rows = con.execute("SELECT isin, max(date) AS d FROM bars GROUP BY isin").df()
+        return pd.Series(pd.to_datetime(rows["d"]).to_numpy(), index=rows["isin"].to_numpy())
+
+    def session_counts(self) -> pd.DataFrame:
+        """Sessions of the calendar with the number of stocks that have a bar (date, stocks)."""
+        with self.connect() as con:
+            return con.execute(
+                """
+                SELECT c.date, count(b.isin) AS stocks FROM calendar c
+                LEFT JOIN bars b USING (date) GROUP BY c.date ORDER BY c.date
+                """
+            ).df()
 
     def calendar(self, until: date | None = None) -> np.ndarray:
         """Trading dates (any stock traded) up to `until`, ascending, as datetime64[D]."""
@@ -270,6 +330,26 @@ class MarketStore:
             "created_at": meta.get("created_at"),
             "updated_at": meta.get("updated_at"),
         }
+
+    def health(self, since: date | None = None) -> dict[str, object]:
+        """Master coverage and the calendar check (`market.calendar`) of a real store."""
+        from market.calendar import check_calendar
+
+        with self.connect() as con:
+            has_status = bool(con.execute(
+                "SELECT 1 FROM information_schema.columns WHERE table_name = 'stocks' "
+                "AND column_name = 'delisting_date'").fetchone())
+            with_sector, local = con.execute(
+                "SELECT count(*) FILTER (WHERE sector IS NOT NULL AND sector <> 'Unknown'), "
+                "count(*) FILTER (WHERE isin LIKE 'LOCAL:%') FROM stocks").fetchone()
+            delisted = con.execute(
+                "SELECT count(*) FROM stocks WHERE delisting_date IS NOT NULL").fetchone()[0] \
+                if has_status else 0
+        counts = self.session_counts()
+        check = check_calendar(counts["date"], counts["stocks"], since)
+        return {"master": {"with_sector": with_sector, "local_keys": local,
+                           "delisted": delisted},
+                "calendar": check.to_dict()}
 
     def load_panel(
         self,

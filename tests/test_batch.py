@@ -176,7 +176,7 @@ def test_stocks_with_too_little_data_are_skipped_with_their_reasons(small_store,
         n = int(r["reason"].split(":")[1].split()[0])
         assert n < 200 and r["reason"].endswith("200 needed")
     kinds = {r["reason"].split(":")[0] for r in skipped}
-    assert kinds <= {"inactive", "insufficient_history", "no_data", "stale"}
+    assert kinds <= {"inactive", "not_listed", "insufficient_history", "no_data", "stale"}
     assert result.n_scored + result.n_skipped == result.n_universe
     report = result.files["report"].read_text()
     assert f"insufficient_history {len(short):>7,}".replace(" ", "") in report.replace(" ", "")

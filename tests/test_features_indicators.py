@@ -117,7 +117,10 @@ def test_weighted_return_and_rs_line():
     d = t - 1
     want = sum(w * (close[0, d] / close[0, d - k] - 1) for k, w in ind.RS_WEIGHTS)
     assert wr[0, d] == pytest.approx(want) and wr[1, d] == 0.0
-    assert np.isnan(wr[:, 251]).all()
+    # 252 sessions: r252 falls back to the first close (column 0); the others are as usual.
+    want = sum(w * (close[0, 251] / close[0, max(251 - k, 0)] - 1) for k, w in ind.RS_WEIGHTS)
+    assert wr[0, 251] == pytest.approx(want)
+    assert np.isnan(wr[:, ind.RS_MIN_AGE - 1]).all()  # younger than a quarter: no rating
     # Index: mean daily return of the stocks that traded both days.
     c = np.array([[100.0, 110, 121], [100.0, np.nan, 100]])
     lr = ind.universe_log_returns(c)
@@ -132,3 +135,33 @@ def test_ffill_limit_and_last_valid():
     x = np.array([[1.0, np.nan, np.nan, np.nan, 5, np.nan]])
     np.testing.assert_array_equal(ind.ffill(x, 2)[0], [1, 1, 1, np.nan, 5, 5])
     np.testing.assert_array_equal(ind.last_valid_col(x)[0], [0, 0, 0, 0, 4, 4])
+
+
+def test_rs_rating_is_defined_for_short_and_illiquid_histories():
+    """Every stock with 200 sessions gets a rating: r_k reaches back to the stock's first close
+    when it listed less than k sessions ago, and to its last close before t-k when it did not
+    trade on t-k (at most RS_REF_GAP sessions earlier)."""
+    t = 400
+    rng = np.random.default_rng(3)
+    close = 100 * np.exp(np.cumsum(rng.normal(0, 0.02, (5, t)), axis=1))
+    close[0, : t - 200] = np.nan  # listed 200 sessions ago
+    close[1, : t - 251] = np.nan  # 251 sessions
+    close[2, t - 80 : t - 50] = np.nan  # no trade around t-63 for 30 sessions
+    close[3, : t - 40] = np.nan  # 40 sessions: too young to rate
+    d = np.array([t - 1])
+    wr = ind.weighted_return_at(close, d)[:, 0]
+    first = t - 200
+    want0 = sum(w * (close[0, -1] / close[0, max(t - 1 - k, first)] - 1) for k, w in
+                ind.RS_WEIGHTS)
+    assert wr[0] == pytest.approx(want0)
+    assert np.isfinite(wr[:3]).all() and np.isnan(wr[3]) and np.isfinite(wr[4])
+    # t-63 falls in the gap: the last close before it (t-81, 18 sessions earlier) is used.
+    r63 = close[2, -1] / close[2, t - 81] - 1
+    rest = sum(w * (close[2, -1] / close[2, t - 1 - k] - 1) for k, w in ind.RS_WEIGHTS[1:])
+    assert wr[2] == pytest.approx(0.4 * r63 + rest)
+    rs = ind.rs_rating(wr[:, None])[:, 0]
+    assert np.isfinite(rs[[0, 1, 2, 4]]).all() and np.isnan(rs[3])
+    # Finite memory: a longer history before the window changes nothing.
+    longer = np.hstack([np.full((5, 300), 80.0), close])
+    longer[:, :300][np.isnan(close[:, :1]).ravel()] = np.nan
+    np.testing.assert_array_equal(ind.weighted_return_at(longer, d + 300)[:, 0], wr)

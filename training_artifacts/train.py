@@ -248,7 +248,7 @@ def train(store: MarketStore, cfg: TrainConfig, progress=None) -> TrainResult:
         "features": list(FEATURES),
         "label_params": cfg.label.to_dict(),
         "data_source": store_meta.get("source", "unknown"),
-        "data_seed": store_meta.get("seed"),
+        "data_seed": store_meta.get("seed", ""),  # real stores have no seed; BentoML refuses None
         "store_updated_at": store_meta.get("updated_at"),
         "train_seed": cfg.seed,
         "quick": cfg.quick,

@@ -99,6 +99,11 @@ def data_ingest(
     rejects_dir: Annotated[
         Path | None, typer.Option(help="Where rejected rows go (default: beside the store).")
     ] = None,
+    unlisted: Annotated[
+        bool,
+        typer.Option(help="Register per-stock CSVs whose symbol the master does not know under "
+                     "a local key LOCAL:NSE:<symbol> (not an ISIN) instead of rejecting them."),
+    ] = False,
     db: DbOption = None,
 ) -> None:
     """Ingest NSE/BSE bhavcopies (legacy or UDiFF) or per-stock CSVs into the store."""
@@ -113,11 +118,39 @@ def data_ingest(
         with progress_bar() as update:
             report = ingest_paths(
                 store, list(paths), rejects_dir=rejects_dir,
-                corporate_actions=corporate_actions, progress=update,
+                corporate_actions=corporate_actions, progress=update, unlisted=unlisted,
             )
     except IngestError as exc:
         raise fail(str(exc), code=2) from None
-    console.print(report.summary())
+    console.print(report.summary(), markup=False, highlight=False)
+    if report.nothing_accepted:
+        raise fail(f"nothing was ingested: all {report.rows_read:,} rows were rejected or are "
+                   "not equity; the reasons are above and in the rejects files", code=2)
+
+
+@data_app.command("master")
+def data_master(
+    paths: Annotated[list[Path], typer.Argument(
+        help="NSE EQUITY_L.csv / SME_EQUITY_L.csv and/or BSE's list of scrips (CSV).")],
+    rejects_dir: Annotated[
+        Path | None, typer.Option(help="Where rejected rows go (default: beside the store).")
+    ] = None,
+    db: DbOption = None,
+) -> None:
+    """Load the exchanges' lists of securities into the stock master: names, sectors and
+    industries, listing/delisting/suspension dates; NSE and BSE rows merge by ISIN."""
+    from market.ingest import IngestError
+    from market.master_files import import_master
+    from market.store import MarketStore
+
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        raise fail(f"no such file: {', '.join(missing)}", code=2)
+    try:
+        report = import_master(MarketStore(_store_path(db)), list(paths), rejects_dir)
+    except IngestError as exc:
+        raise fail(str(exc), code=2) from None
+    console.print(report.summary(), markup=False, highlight=False)
 
 
 @data_app.command("info")
@@ -129,7 +162,10 @@ def data_info(
     from market.store import MarketStore, StoreError
 
     try:
-        info = MarketStore(_store_path(db)).info()
+        store = MarketStore(_store_path(db))
+        info = store.info()
+        if info["source"] == "real":  # the calendar check is for NSE/BSE sessions
+            info.update(store.health())
     except StoreError as exc:
         raise fail(str(exc)) from None
     if as_json:
@@ -142,6 +178,18 @@ def data_info(
     print(f"bars:     {info['bars']:,}")
     print(f"sessions: {info['sessions']:,} from {info['first_date']} to {info['last_date']}")
     print(f"updated:  {info['updated_at']}")
+    _print_store_health(info)
+
+
+def _print_store_health(info: dict) -> None:
+    """The master's coverage and the calendar check (real stores; see market.calendar)."""
+    master, cal = info.get("master"), info.get("calendar")
+    if master:
+        print(f"master:   {master['with_sector']:,} with a sector, {master['local_keys']:,} "
+              f"under local keys (not ISINs), {master['delisted']:,} with a delisting date")
+    if cal:
+        for line in cal["lines"]:
+            print(f"calendar: {line}")
 
 
 @app.command("train")
@@ -273,7 +321,7 @@ def batch_run(
         str | None, typer.Option(envvar="VCP_API_KEY", help="X-API-Key for --url mode.")
     ] = None,
 ) -> None:
-    """Score every active stock as of a date; write predictions.db, CSVs and a report."""
+    """Score every stock listed on a date; write predictions.db, CSVs and a report."""
     import datetime as dt
 
     from batch import BatchConfig, BatchError, run_batch
