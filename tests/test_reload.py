@@ -29,7 +29,7 @@ def second_model(small_store):
 
 
 def _scoreable_codes(store, n=20):
-    from serving.market_data import features_from_panel
+    from inference.snapshot import features_from_panel
 
     latest = features_from_panel(store.load_panel(None, 400))
     master = store.master()
