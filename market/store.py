@@ -75,9 +75,6 @@ class Panel:
     def as_of(self) -> date:
         return pd.Timestamp(self.dates[-1]).date()
 
-    def arrays(self) -> dict[str, np.ndarray]:
-        return {f: getattr(self, f) for f in PRICE_FIELDS}
-
 
 def _is_lock_error(exc: Exception) -> bool:
     text = str(exc).lower()
