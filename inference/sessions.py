@@ -1,8 +1,9 @@
 """The date policy shared by the API and the batch, and how old the newest session is.
 
 A date that is not a trading session (weekend, holiday) maps to the session before it, and the
-answer says so in a note. A date before the first or after the last stored session is refused:
-the store cannot vouch for it.
+answer says so in a note; so does a weekend right after the newest session. A date before the
+first session, or a weekday after the newest one (its data may just not be in yet), is
+refused: the store cannot vouch for it.
 """
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ def resolve_session(calendar: np.ndarray, wanted: date | None) -> Session:
     first, last = day(calendar[0]), day(calendar[-1])
     if wanted is None:
         return Session(last)
-    if wanted < first or wanted > last:
+    beyond = wanted > last and weekdays_since(last, wanted) > 0
+    if wanted < first or beyond:
         raise DateOutOfRange(
             f"no data for {wanted}: the store holds sessions from {first} to {last}")
     i = int(np.searchsorted(calendar, np.datetime64(wanted, "D"), side="right")) - 1

@@ -208,6 +208,17 @@ def test_a_weekend_maps_to_the_session_before_and_says_so(api, small_store, stoc
     assert b["note"] is None
 
 
+def test_the_weekend_after_the_newest_session_maps_to_it_a_weekday_is_refused(api, stock):
+    # The small store's newest session is Friday 2026-10-30.
+    sunday = api.post("/predict", json={"isin": stock.isin, "prediction_date": "2026-11-01"})
+    assert sunday.status_code == 200 and sunday.json()["as_of_date"] == "2026-10-30"
+    assert sunday.json()["note"].startswith("2026-11-01 is not a trading session")
+    monday = api.post("/predict", json={"isin": stock.isin, "prediction_date": "2026-11-02"})
+    assert monday.status_code == 422
+    assert monday.json()["error"] == ("no data for 2026-11-02: the store holds sessions from "
+                                      "2023-11-01 to 2026-10-30")
+
+
 def test_an_earlier_session_is_scored_on_its_own_features(api, small_store, stock, active):
     earlier = small_store.calendar()[-30].astype(object)
     r = api.post("/predict", json={"isin": stock.isin, "prediction_date": str(earlier)})
