@@ -104,7 +104,7 @@ class ApiBackend:
     passed since the newest session of a real-data store; `today` is the clock it reads.
     """
 
-    def __init__(self, snapshot: MarketSnapshot, runner: Runner, stale_after_sessions: int = 3,
+    def __init__(self, snapshot: MarketSnapshot, runner: Runner, *, stale_after_sessions: int,
                  today: Callable[[], date] = date.today):
         self.snapshot = snapshot
         self.runner = runner

@@ -97,9 +97,10 @@ def active(quick_model):
     model_store.write_active(quick_model[0])
 
 
-def make_client(snapshot, registry=None, **backend_kw):
+def make_client(snapshot, registry=None, stale_after_sessions=3, **backend_kw):
     runner = FakeRunner(ScoringCore(registry or ModelRegistry(check_interval=0)))
-    backend = ApiBackend(snapshot, runner, **backend_kw)
+    backend = ApiBackend(snapshot, runner, stale_after_sessions=stale_after_sessions,
+                         **backend_kw)
     return TestClient(build_app(lambda: backend)), runner
 
 
@@ -416,7 +417,7 @@ def test_api_keys_and_the_admin_key(snapshot, active, stock):
     from starlette.applications import Starlette
     from starlette.routing import Mount
 
-    backend = ApiBackend(snapshot, runner)
+    backend = ApiBackend(snapshot, runner, stale_after_sessions=3)
     app = ApiKeyMiddleware(Starlette(routes=[Mount("/api/v1", build_app(lambda: backend))]),
                            keys=["user-1", "user-2"], admin_keys=["admin"])
     client = TestClient(app)

@@ -60,6 +60,8 @@ class Settings(BaseSettings):
                                      description="requests >= 0 (default 2 x VCP_RATE_LIMIT)")
     drain_min_seconds: float = Field(2.0, ge=0, allow_inf_nan=False, description=SECONDS)
     drain_max_seconds: float = Field(30.0, ge=0, allow_inf_nan=False, description=SECONDS)
+    # A log line per request costs a noticeable share of a 2-core machine's CPU under load;
+    # /metrics, /api/v1/health and X-Process-Time cover what it would tell.
     access_log: bool = Field(False, description="true/false, yes/no, on/off or 1/0")
 
     # -- the batch ---------------------------------------------------------------------------
