@@ -6,8 +6,6 @@ The real-server tests (test_service.py, test_reload.py) keep the end-to-end path
 from __future__ import annotations
 
 import datetime as dt
-import shutil
-from pathlib import Path
 from typing import Any
 
 import bentoml
@@ -23,6 +21,7 @@ from market.ingest import ingest_paths
 from market.store import MarketStore
 from serving.api import ApiBackend, build_app
 from serving.http import ApiKeyMiddleware
+from tests.models import clone_model
 from tests.oracle import expected_scores, features_at
 from training_artifacts import model_store
 
@@ -56,18 +55,6 @@ class FakeRunner:
     async def reload(self) -> dict[str, Any]:
         self._check()
         return self.core.reload()
-
-
-def clone_model(version: str, corrupt: bool = False) -> str:
-    """A new store version with the files of `version` (its booster broken when `corrupt`)."""
-    source = model_store.get_model(version)
-    with bentoml.models.create("vcp_breakout", metadata=dict(source.info.metadata)) as new:
-        for f in Path(source.path).iterdir():
-            if f.is_file() and f.name != "model.yaml":
-                shutil.copy(f, Path(new.path) / f.name)
-        if corrupt:
-            (Path(new.path) / "model.json").write_text('{"learner": corrupted')
-    return new.tag.version
 
 
 @pytest.fixture(scope="module")
@@ -107,8 +94,12 @@ def make_client(snapshot, registry=None, stale_after_sessions=3, **backend_kw):
 @pytest.fixture()
 def api(snapshot, active):
     client, runner = make_client(snapshot)
-    client.runner = runner  # type: ignore[attr-defined]
+    client.runner = runner  # for the tests that make it fail
     return client
+
+
+def oracle_date(store) -> str:
+    return str(store.calendar()[-1].astype(object))
 
 
 # -- predict -----------------------------------------------------------------------------------
@@ -179,10 +170,6 @@ def test_a_stock_that_cannot_be_scored_is_422_with_its_reason(api, small_store, 
     assert r.status_code == 422
     assert r.json()["error"].endswith(f"cannot be scored on {oracle_date(small_store)}: "
                                       f"{oracle.reasons[i]}")
-
-
-def oracle_date(store) -> str:
-    return str(store.calendar()[-1].astype(object))
 
 
 def test_malformed_bodies_never_500(api):

@@ -10,6 +10,7 @@ import sys
 
 import bentoml
 
+from tests.models import clone_model
 from tests.serverutil import ROOT
 from training_artifacts import model_store
 
@@ -21,8 +22,6 @@ def vcp(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
 
 
 def test_models_show_defaults_to_the_active_model(quick_model):
-    from tests.test_api_inprocess import clone_model
-
     newer = clone_model(quick_model[0])  # newest in the store, not active
     try:
         model_store.write_active(quick_model[0])
