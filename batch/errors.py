@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from inference.errors import (
     DateOutOfRange,
+    InferenceError,
     ModelLoadError,
     ModelUnavailable,
     UnknownModelVersion,
@@ -28,6 +29,7 @@ EXIT_CODE: dict[type[Exception], int] = {
     ModelUnavailable: EXIT_FAILURE,
     ModelLoadError: EXIT_FAILURE,
     StoreError: EXIT_FAILURE,
+    InferenceError: EXIT_FAILURE,  # any other error a runner reported (--url mode)
 }
 
 
