@@ -21,7 +21,7 @@ from market.ingest import ingest_paths
 from market.store import MarketStore
 from serving.api import ApiBackend, build_app
 from serving.http import ApiKeyMiddleware
-from tests.models import clone_model
+from tests.models import clone_model, small_model
 from tests.oracle import expected_scores, features_at
 from training_artifacts import model_store
 
@@ -65,23 +65,35 @@ def snapshot(small_store) -> MarketSnapshot:
 
 
 @pytest.fixture(scope="module")
-def clones(quick_model):
-    """Two more loadable versions and a corrupted one; removed (and the pointer restored)
-    after the module."""
-    good = [clone_model(quick_model[0]) for _ in range(2)]
-    bad = clone_model(quick_model[0], corrupt=True)
-    yield good, bad
-    model_store.write_active(quick_model[0])
-    for v in (*good, bad):
+def models(oracle):
+    """A small real model (active in these tests), two more loadable versions and a corrupted
+    one; all removed after the module, and the active pointer put back as it was."""
+    before = model_store.read_active()
+    y = oracle.values[:, FEATURES.index("rs_rating")] > 50
+    base = small_model(oracle.values, y)
+    good = [clone_model(base) for _ in range(2)]
+    bad = clone_model(base, corrupt=True)
+    yield base, good, bad
+    if before:
+        model_store.write_active(before)
+    else:
+        model_store.active_pointer_path().unlink(missing_ok=True)
+    for v in (base, *good, bad):
         bentoml.models.delete(f"vcp_breakout:{v}")
 
 
 @pytest.fixture()
-def active(quick_model):
-    """The quick model active, as before every test; restored after."""
-    model_store.write_active(quick_model[0])
-    yield quick_model[0]
-    model_store.write_active(quick_model[0])
+def clones(models):
+    _, good, bad = models
+    return good, bad
+
+
+@pytest.fixture()
+def active(models):
+    """The small model active, as before every test; restored after."""
+    model_store.write_active(models[0])
+    yield models[0]
+    model_store.write_active(models[0])
 
 
 def make_client(snapshot, registry=None, stale_after_sessions=3, **backend_kw):
