@@ -29,8 +29,10 @@ demo-data: setup
 test: setup-dev
 	$(PYTHON) -m pytest
 
+# Style and types of the project's packages (mypy's files and exceptions: pyproject.toml).
 lint: setup-dev
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 
 train: setup demo-data
 	$(PYTHON) -m vcp train

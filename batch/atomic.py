@@ -38,7 +38,7 @@ class StagedFiles:
         self.run_id = run_id
         self.staged: dict[Path, Path] = {}  # target -> temp
 
-    def write(self, name: str, writer: Callable[[TextIO], None]) -> Path:
+    def write(self, name: str, writer: Callable[[TextIO], object]) -> Path:
         """Write `name` into a temp file through `writer(handle)`; returns the final path."""
         self.folder.mkdir(parents=True, exist_ok=True)
         target = self.folder / name

@@ -69,7 +69,6 @@ PREDICTION_COLUMNS = (
     "prediction_date", "isin", "bse_code", "nse_symbol", "probability", "confidence", "rank",
     "vcp_detected", "pivot_price", "model_version", "run_id", "created_at",
 )
-STAGES = ("model", "read", "features", "score", "write")
 
 
 class RunLockedError(RuntimeError):

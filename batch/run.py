@@ -1,10 +1,11 @@
 """The daily batch: score every active stock as of one date and publish the ranked list.
 
-Stages (timed, journalled in `batch_runs`):
+Stages (timed, journalled in `batch_runs`), one method of `_Run` each:
 
 1. model    - load the active (or pinned) model in process, or check the --url deployment;
-2. read     - the store's calendar, stock master and the 400-session price panel ending at D;
-3. features - the 25 features of every stock at D (`serving.market_data.features_from_panel`,
+2. read     - the store's calendar, stock master and the 400-session price panel ending at D
+              (a date that is not a session maps to the session before: `inference.sessions`);
+3. features - the 25 features of every stock at D (`inference.snapshot.features_from_panel`,
               the service's own path, over the whole master so RS ranks match the API's);
 4. score    - the rows of active, scoreable stocks through the model runner logic;
 5. write    - CSVs and report to temp files, predictions upserted in one SQLite transaction,
@@ -17,9 +18,9 @@ on D and is scored) whose features can be computed at D (the others go to the sk
 
 Failure: nothing is published unless every stage succeeds; the run's `batch_runs` row is
 marked failed with the error. A run killed outright is marked failed ("interrupted") by the next
-run, which also removes its temp files. `VCP_BATCH_FAIL_AT=write` (raise) or `write-kill`
-(SIGKILL itself) is a test hook that fires after the temp files and rows are written, before
-anything is renamed or committed.
+run, which also removes its temp files. `BatchConfig.fail_at` (VCP_BATCH_FAIL_AT) `write`
+(raise) or `write-kill` (SIGKILL itself) is a test hook that fires after the temp files and
+rows are written, before anything is renamed or committed.
 """
 
 from __future__ import annotations
@@ -30,35 +31,42 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from batch.atomic import StagedFiles, remove_leftovers
-from batch.errors import EXIT_BAD_INPUT, BatchError
+from batch.errors import EXIT_BAD_INPUT, BatchError, as_batch_error
 from batch.predictions_db import PredictionsDB, RunLockedError, now_utc
 from batch.report import render_report
-from batch.scorers import DEFAULT_CHUNK, InProcessScorer, RemoteScorer
-from vcp import config
+from batch.scorers import DEFAULT_CHUNK, InProcessScorer, ModelInfo, RemoteScorer, Scores
+from features import FEATURES, FeatureResult
+from features.vector import HISTORY_WINDOW
+from inference.sessions import Session, resolve_session
+from inference.snapshot import features_from_panel
+from market.master import status_reasons
+from market.store import MarketStore, Panel
 
-FAIL_HOOK_ENV = "VCP_BATCH_FAIL_AT"
 Progress = Callable[..., None]
 
 
 @dataclass
 class BatchConfig:
+    market_db: Path
+    predictions_db: Path
+    out_dir: Path
     date: date | None = None  # default: the latest session in the store
     url: str | None = None  # score against a running deployment instead of in process
-    out_dir: Path | None = None  # default vcp.config.outputs_dir()
-    predictions_db: Path | None = None  # default vcp.config.predictions_db_path()
-    market_db: Path | None = None  # default vcp.config.market_db_path()
     model_version: str | None = None  # default: the active model
     chunk_size: int = DEFAULT_CHUNK
     api_key: str | None = None
+    fail_at: str | None = None  # test hook: "write" or "write-kill" (see the module doc)
 
 
 @dataclass
@@ -75,13 +83,14 @@ class BatchResult:
     files: dict[str, Path]
     predictions_db: Path
     by_confidence: dict[str, int] = field(default_factory=dict)
+    note: str | None = None  # set when the requested date was not a session
 
 
 def new_run_id() -> str:
     return f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
 
 
-def _none_if_nan(x):
+def _none_if_nan(x: Any) -> Any:
     return None if x is None or (isinstance(x, float) and np.isnan(x)) else x
 
 
@@ -99,28 +108,15 @@ class _Stopwatch:
         self.timings: dict[str, float] = {}
         self.progress = progress or (lambda *a, **k: None)
 
-    def stage(self, name: str, message: str):
-        watch = self
-
-        class _Stage:
-            def __enter__(self):
-                watch.progress(message)
-                self.t0 = time.perf_counter()
-
-            def __exit__(self, exc_type, *_):
-                watch.timings[name] = time.perf_counter() - self.t0
-                if exc_type is None:
-                    watch.progress(None, advance=1)
-
-        return _Stage()
-
-
-def _fail_hook(point: str) -> None:
-    wanted = os.environ.get(FAIL_HOOK_ENV, "")
-    if wanted == point:
-        raise BatchError(f"injected failure at {point} ({FAIL_HOOK_ENV})")
-    if wanted == f"{point}-kill":
-        os.kill(os.getpid(), signal.SIGKILL)
+    @contextmanager
+    def stage(self, name: str, message: str) -> Iterator[None]:
+        self.progress(message)
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings[name] = time.perf_counter() - started
+        self.progress(None, advance=1)
 
 
 class _Terminated(BatchError):
@@ -133,16 +129,13 @@ def _on_sigterm(signum, _frame):
 
 def run_batch(cfg: BatchConfig, progress: Progress | None = None) -> BatchResult:
     """Run the daily batch; raises BatchError (with an exit code) on any failure."""
-    db = PredictionsDB(cfg.predictions_db or config.predictions_db_path())
-    out_dir = Path(cfg.out_dir or config.outputs_dir())
-    market_db = Path(cfg.market_db or config.market_db_path())
-    mode = cfg.url or "in-process"
+    db = PredictionsDB(cfg.predictions_db)
     previous = None
     if threading.current_thread() is threading.main_thread():
         previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         with db.run_lock():
-            return _journalled(cfg, db, out_dir, market_db, mode, progress)
+            return _journalled(cfg, db, progress)
     except RunLockedError as exc:
         raise BatchError(str(exc)) from None
     except sqlite3.Error as exc:
@@ -154,189 +147,235 @@ def run_batch(cfg: BatchConfig, progress: Progress | None = None) -> BatchResult
             signal.signal(signal.SIGTERM, previous)
 
 
-def _journalled(cfg, db, out_dir, market_db, mode, progress) -> BatchResult:
+def _journalled(cfg: BatchConfig, db: PredictionsDB, progress: Progress | None) -> BatchResult:
     dead = db.reap_interrupted()
-    remove_leftovers(out_dir, dead)
+    remove_leftovers(cfg.out_dir, dead)
     run_id = new_run_id()
     db.start_run(run_id, prediction_date=cfg.date.isoformat() if cfg.date else None,
-                 model_version=cfg.model_version, mode=mode, market_db=str(market_db),
-                 out_dir=str(out_dir))
-    watch = _Stopwatch(progress)
-    staged = StagedFiles(out_dir, run_id)
+                 model_version=cfg.model_version, mode=cfg.url or "in-process",
+                 market_db=str(cfg.market_db), out_dir=str(cfg.out_dir))
+    run = _Run(cfg, db, run_id, _Stopwatch(progress), StagedFiles(cfg.out_dir, run_id))
     try:
-        return _run(cfg, db, out_dir, market_db, mode, run_id, watch, staged)
+        return run.execute()
     except BaseException as exc:
-        staged.discard()
-        if isinstance(exc, BatchError):
-            err: BatchError = exc
-        elif isinstance(exc, KeyboardInterrupt):
+        run.staged.discard()
+        if isinstance(exc, KeyboardInterrupt):
             err = BatchError("interrupted (Ctrl-C)", code=130)
         else:
-            err = _as_batch_error(exc)
-        db.fail_run(run_id, str(err), **{f"seconds_{k}": v for k, v in watch.timings.items()})
+            err = as_batch_error(exc)
+        db.fail_run(run_id, str(err),
+                    **{f"seconds_{k}": v for k, v in run.watch.timings.items()})
         if isinstance(exc, KeyboardInterrupt) or err is exc:
             raise
         raise err from exc
 
 
-def _as_batch_error(exc: BaseException) -> BatchError:
-    from market.store import StoreError
+@dataclass
+class MarketDay:
+    """The read stage's result: the store, the session and its panel with master rows."""
 
-    if isinstance(exc, StoreError):
-        return BatchError(str(exc))
-    if isinstance(exc, OSError):
-        return BatchError(f"writing the outputs failed: {exc}")
-    return BatchError(f"unexpected {type(exc).__name__}: {exc}")
+    info: dict[str, Any]
+    session: Session
+    panel: Panel
+    stocks: pd.DataFrame  # master rows, aligned with panel.isins
+    status: list[str | None]  # why each stock was not listed on D (None: listed)
+    data_checks: list[str]  # calendar problems in the sessions the features read
 
-
-def _resolve_date(calendar: np.ndarray, wanted: date | None, path: Path) -> date:
-    if len(calendar) == 0:
-        raise BatchError(f"the market store {path} holds no sessions", code=EXIT_BAD_INPUT)
-    first, last = (pd.Timestamp(calendar[i]).date() for i in (0, -1))
-    if wanted is None:
-        return last
-    day = np.datetime64(wanted, "D")
-    i = int(np.searchsorted(calendar, day))
-    if i < len(calendar) and calendar[i] == day:
-        return wanted
-    if wanted < first or wanted > last:
-        raise BatchError(f"no data for {wanted}: the store {path} holds sessions from {first} "
-                         f"to {last}", code=EXIT_BAD_INPUT)
-    before = pd.Timestamp(calendar[i - 1]).date()
-    raise BatchError(f"no data for {wanted}: not a trading session in {path} (a holiday or "
-                     f"weekend?); the session before it is {before}", code=EXIT_BAD_INPUT)
+    @property
+    def day(self) -> str:
+        return self.session.as_of.isoformat()
 
 
-def _run(cfg, db, out_dir, market_db, mode, run_id, watch, staged) -> BatchResult:
-    from features.vector import FEATURES, HISTORY_WINDOW
-    from market.master import status_reasons
-    from market.store import MarketStore
-    from serving.market_data import features_from_panel
+@dataclass
+class Universe:
+    """Who is scored at the session, and why each of the others is not."""
 
-    with watch.stage("model", "loading the model" if cfg.url is None
-                     else f"connecting to {cfg.url}"):
+    features: FeatureResult
+    scored: np.ndarray  # panel rows of the stocks scored
+    skipped: np.ndarray  # panel rows of the others
+    reasons: np.ndarray  # [n] object: why each row is skipped ("" for scored rows)
+
+    @property
+    def X(self) -> np.ndarray:
+        return self.features.values[self.scored]
+
+
+def select_universe(market: MarketDay) -> Universe:
+    """Stocks listed on the session (status as of D, not today) whose features can be
+    computed there."""
+    result = features_from_panel(market.panel).result
+    listed = np.array([s is None for s in market.status], dtype=bool)
+    score_mask = listed & result.scoreable
+    reasons = np.array([s if s is not None else (r or "") for s, r
+                        in zip(market.status, result.reasons, strict=True)], dtype=object)
+    scored = np.flatnonzero(score_mask)
+    if len(scored) == 0:
+        raise BatchError(f"no stock can be scored on {market.day}: features need "
+                         "200 sessions of history and a trade in the last 5 sessions",
+                         code=EXIT_BAD_INPUT)
+    return Universe(result, scored, np.flatnonzero(~score_mask), reasons)
+
+
+def ranked_predictions(market: MarketDay, universe: Universe, scores: Scores) -> pd.DataFrame:
+    """The predictions CSV's rows, ranked by probability (ties by ISIN)."""
+    idx, X, result = universe.scored, universe.X, universe.features
+    fi = {name: j for j, name in enumerate(FEATURES)}
+    pivot = np.asarray(result.vcp.pivot, dtype=np.float64)[idx]
+    sel = market.stocks.iloc[idx]
+    pred = pd.DataFrame({
+        "prediction_date": market.day,
+        "isin": market.panel.isins[idx],
+        "nse_symbol": sel["nse_symbol"].to_numpy(dtype=object),
+        "bse_code": sel["bse_code"].to_numpy(dtype=object),
+        "name": sel["name"].to_numpy(dtype=object),
+        "sector": sel["sector"].to_numpy(dtype=object),
+        "probability": scores.probability,
+        "confidence": scores.confidence,
+        "vcp_detected": np.asarray(result.vcp.detected)[idx],
+        "pivot_price": np.where(np.isfinite(pivot), pivot, np.nan),
+        "close": _last_close(market.panel.close[idx]),
+        "dist_to_pivot": X[:, fi["dist_to_pivot"]],
+        "contraction_count": X[:, fi["contraction_count"]],
+        "trend_template_count": X[:, fi["trend_template_count"]],
+        "rs_rating": X[:, fi["rs_rating"]],
+        "model_version": scores.model_version,
+    })
+    order = np.lexsort((pred["isin"].to_numpy(), -pred["probability"].to_numpy()))
+    pred = pred.iloc[order].reset_index(drop=True)
+    pred.insert(0, "rank", np.arange(1, len(pred) + 1))
+    return pred
+
+
+def skipped_stocks(market: MarketDay, universe: Universe) -> pd.DataFrame:
+    idx = universe.skipped
+    sk = market.stocks.iloc[idx]
+    return pd.DataFrame({
+        "isin": market.panel.isins[idx],
+        "nse_symbol": sk["nse_symbol"].to_numpy(dtype=object),
+        "bse_code": sk["bse_code"].to_numpy(dtype=object),
+        "name": sk["name"].to_numpy(dtype=object),
+        "reason": universe.reasons[idx],
+    })
+
+
+def database_rows(pred: pd.DataFrame, run_id: str, created_at: str) -> list[tuple]:
+    """`daily_predictions` rows (PREDICTION_COLUMNS order) as plain Python values."""
+    rows = zip(
+        pred["prediction_date"], pred["isin"],
+        map(_none_if_nan, pred["bse_code"]), map(_none_if_nan, pred["nse_symbol"]),
+        pred["probability"].astype(float), pred["confidence"], pred["rank"].astype(int),
+        pred["vcp_detected"].astype(int), map(_none_if_nan, pred["pivot_price"].astype(float)),
+        pred["model_version"], [run_id] * len(pred), [created_at] * len(pred),
+        strict=True,
+    )
+    return [tuple(v.item() if hasattr(v, "item") else v for v in r) for r in rows]
+
+
+@dataclass
+class _Run:
+    """One journalled run: its stages in order, each a method."""
+
+    cfg: BatchConfig
+    db: PredictionsDB
+    run_id: str
+    watch: _Stopwatch
+    staged: StagedFiles
+
+    @property
+    def mode(self) -> str:
+        return self.cfg.url or "in-process"
+
+    def execute(self) -> BatchResult:
+        cfg = self.cfg
+        with self.watch.stage("model", "loading the model" if cfg.url is None
+                              else f"connecting to {cfg.url}"):
+            scorer, model = self.prepare_scorer()
+        with self.watch.stage("read", "reading the market store"):
+            market = self.read_market()
+        with self.watch.stage("features", f"computing features as of {market.day}"):
+            universe = select_universe(market)
+        with self.watch.stage("score", f"scoring {len(universe.scored):,} stocks"):
+            try:
+                scores = scorer.score(universe.X)
+            finally:
+                scorer.close()
+        with self.watch.stage("write", "writing predictions and report"):
+            pred, skipped, files = self.publish(market, universe, model, scores)
+        return BatchResult(
+            run_id=self.run_id, prediction_date=market.day, model_version=scores.model_version,
+            mode=self.mode, data_source=str(market.info.get("source")),
+            n_universe=len(market.stocks), n_scored=len(pred), n_skipped=len(skipped),
+            timings=dict(self.watch.timings), files=files, predictions_db=self.db.path,
+            by_confidence={k: int(v) for k, v in pred["confidence"].value_counts().items()},
+            note=market.session.note,
+        )
+
+    def prepare_scorer(self) -> tuple[InProcessScorer | RemoteScorer, ModelInfo]:
+        cfg = self.cfg
         scorer = (InProcessScorer(cfg.model_version) if cfg.url is None else
                   RemoteScorer(cfg.url, cfg.model_version, cfg.chunk_size, cfg.api_key))
-        model = scorer.prepare()
+        return scorer, scorer.prepare()
 
-    with watch.stage("read", "reading the market store"):
-        store = MarketStore(market_db)
+    def read_market(self) -> MarketDay:
+        store = MarketStore(self.cfg.market_db)
         info = store.info()
-        as_of = _resolve_date(store.calendar(), cfg.date, market_db)
-        day = as_of.isoformat()
-        master = store.master().frame.set_index("isin")
-        panel = store.load_panel(as_of, HISTORY_WINDOW)
-        if panel.as_of != as_of:
-            raise BatchError(f"no data for {as_of} in {market_db}", code=EXIT_BAD_INPUT)
-        stocks = master.reindex(panel.isins)
-        checks = _data_checks(store, info, panel)
-
-    with watch.stage("features", f"computing features as of {day}"):
-        feats = features_from_panel(panel)
-        result = feats.result
-        status = status_reasons(stocks, as_of, store.last_traded())  # as of D, not today
-        active = np.array([s is None for s in status], dtype=bool)
-        score_mask = active & result.scoreable
-        reasons = np.array([s if s is not None else (r or "") for s, r
-                            in zip(status, result.reasons, strict=True)], dtype=object)
-        idx = np.flatnonzero(score_mask)
-        if len(idx) == 0:
-            raise BatchError(f"no stock can be scored on {day}: features need "
-                             "200 sessions of history and a trade in the last 5 sessions",
+        session = resolve_session(store.calendar(), self.cfg.date)
+        panel = store.load_panel(session.as_of, HISTORY_WINDOW)
+        if panel.as_of != session.as_of:
+            raise BatchError(f"no data for {session.as_of} in {self.cfg.market_db}",
                              code=EXIT_BAD_INPUT)
-        X = result.values[idx]
+        master = store.master().frame
+        stocks = master.set_index("isin").reindex(panel.isins)
+        status = status_reasons(master.set_index("isin").reindex(panel.isins).reset_index(),
+                                session.as_of, store.last_traded())
+        return MarketDay(info, session, panel, stocks, status, _data_checks(store, info, panel))
 
-    with watch.stage("score", f"scoring {len(idx):,} stocks"):
-        try:
-            scores = scorer.score(X)
-        finally:
-            if isinstance(scorer, RemoteScorer):
-                scorer.close()
-
-    with watch.stage("write", "writing predictions and report"):
-        t_write = time.perf_counter()
+    def publish(self, market: MarketDay, universe: Universe, model: ModelInfo,
+                scores: Scores) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Path]]:
+        """Stage the files, upsert the rows, then rename and commit (see the module doc)."""
+        started = time.perf_counter()
         created_at = now_utc()
-        fi = {name: j for j, name in enumerate(FEATURES)}
-        pivot = np.asarray(result.vcp.pivot, dtype=np.float64)[idx]
-        detected = np.asarray(result.vcp.detected)[idx]  # idx holds scoreable stocks only
-        sel = stocks.iloc[idx]
-        pred = pd.DataFrame({
-            "prediction_date": day,
-            "isin": panel.isins[idx],
-            "nse_symbol": sel["nse_symbol"].to_numpy(dtype=object),
-            "bse_code": sel["bse_code"].to_numpy(dtype=object),
-            "name": sel["name"].to_numpy(dtype=object),
-            "sector": sel["sector"].to_numpy(dtype=object),
-            "probability": scores.probability,
-            "confidence": scores.confidence,
-            "vcp_detected": detected,
-            "pivot_price": np.where(np.isfinite(pivot), pivot, np.nan),
-            "close": _last_close(panel.close[idx]),
-            "dist_to_pivot": X[:, fi["dist_to_pivot"]],
-            "contraction_count": X[:, fi["contraction_count"]],
-            "trend_template_count": X[:, fi["trend_template_count"]],
-            "rs_rating": X[:, fi["rs_rating"]],
-            "model_version": scores.model_version,
-        })
-        order = np.lexsort((pred["isin"].to_numpy(), -pred["probability"].to_numpy()))
-        pred = pred.iloc[order].reset_index(drop=True)
-        pred.insert(0, "rank", np.arange(1, len(pred) + 1))
-        skip_idx = np.flatnonzero(~score_mask)
-        sk = stocks.iloc[skip_idx]
-        skipped = pd.DataFrame({
-            "isin": panel.isins[skip_idx],
-            "nse_symbol": sk["nse_symbol"].to_numpy(dtype=object),
-            "bse_code": sk["bse_code"].to_numpy(dtype=object),
-            "name": sk["name"].to_numpy(dtype=object),
-            "reason": reasons[skip_idx],
-        })
+        day = market.day
+        pred = ranked_predictions(market, universe, scores)
+        skipped = skipped_stocks(market, universe)
         files = {
-            "predictions": staged.write(f"predictions_{day}.csv",
-                                        lambda fh: pred.to_csv(fh, index=False)),
-            "skipped": staged.write(f"skipped_stocks_{day}.csv",
-                                    lambda fh: skipped.to_csv(fh, index=False)),
+            "predictions": self.staged.write(f"predictions_{day}.csv",
+                                             lambda fh: pred.to_csv(fh, index=False)),
+            "skipped": self.staged.write(f"skipped_stocks_{day}.csv",
+                                         lambda fh: skipped.to_csv(fh, index=False)),
         }
-        rows = list(zip(
-            pred["prediction_date"], pred["isin"],
-            map(_none_if_nan, pred["bse_code"]), map(_none_if_nan, pred["nse_symbol"]),
-            pred["probability"].astype(float), pred["confidence"], pred["rank"].astype(int),
-            pred["vcp_detected"].astype(int), map(_none_if_nan, pred["pivot_price"].astype(float)),
-            pred["model_version"], [run_id] * len(pred), [created_at] * len(pred),
-            strict=True,
-        ))
-        rows = [tuple(v.item() if hasattr(v, "item") else v for v in r) for r in rows]
+        rows = database_rows(pred, self.run_id, created_at)
         model_meta = {"version": scores.model_version, "data_source": model.data_source,
                       "thresholds": model.thresholds}
-        with db.publish(run_id, day, scores.model_version, rows) as con:
-            timings = {**watch.timings,
-                       "write (CSVs + database rows)": time.perf_counter() - t_write}
+        with self.db.publish(self.run_id, day, scores.model_version, rows) as con:
+            timings = {**self.watch.timings,
+                       "write (CSVs + database rows)": time.perf_counter() - started}
             text = render_report(
-                prediction_date=day, run_id=run_id, mode=mode, store_info=info,
-                model=model_meta, predictions=pred, skipped=skipped, n_universe=len(stocks),
-                timings=timings, created_at=created_at, data_checks=checks,
+                prediction_date=day, run_id=self.run_id, mode=self.mode,
+                store_info=market.info, model=model_meta, predictions=pred, skipped=skipped,
+                n_universe=len(market.stocks), timings=timings, created_at=created_at,
+                data_checks=market.data_checks,
             )
-            files["report"] = staged.write(f"report_{day}.txt", lambda fh: fh.write(text))
-            _fail_hook("write")
-            staged.publish()
-            write_s = time.perf_counter() - t_write
-            final = {**watch.timings, "write": write_s}
-            db.finish_run(
-                con, run_id, prediction_date=day, model_version=scores.model_version,
-                data_source=info.get("source"), n_universe=len(stocks), n_scored=len(pred),
-                n_skipped=len(skipped), seconds_total=sum(final.values()),
+            files["report"] = self.staged.write(f"report_{day}.txt", lambda fh: fh.write(text))
+            self.fail_hook("write")
+            self.staged.publish()
+            final = {**self.watch.timings, "write": time.perf_counter() - started}
+            self.db.finish_run(
+                con, self.run_id, prediction_date=day, model_version=scores.model_version,
+                data_source=market.info.get("source"), n_universe=len(market.stocks),
+                n_scored=len(pred), n_skipped=len(skipped), seconds_total=sum(final.values()),
                 **{f"seconds_{k}": v for k, v in final.items()},
             )
-    watch.timings["write"] = write_s
-    return BatchResult(
-        run_id=run_id, prediction_date=day, model_version=scores.model_version, mode=mode,
-        data_source=str(info.get("source")), n_universe=len(stocks), n_scored=len(pred),
-        n_skipped=len(skipped), timings=dict(watch.timings), files=files,
-        predictions_db=db.path,
-        by_confidence={k: int(v) for k, v in pred["confidence"].value_counts().items()},
-    )
+        return pred, skipped, files
+
+    def fail_hook(self, point: str) -> None:
+        if self.cfg.fail_at == point:
+            raise BatchError(f"injected failure at {point} (VCP_BATCH_FAIL_AT)")
+        if self.cfg.fail_at == f"{point}-kill":
+            os.kill(os.getpid(), signal.SIGKILL)
 
 
-def _data_checks(store, info: dict, panel) -> list[str]:
+def _data_checks(store: MarketStore, info: dict[str, Any], panel: Panel) -> list[str]:
     """The calendar check over the sessions the features read (real stores only)."""
     if info.get("source") != "real":
         return []

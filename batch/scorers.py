@@ -1,7 +1,7 @@
 """The two ways the batch scores a feature matrix, both through the service's model runner logic.
 
-* `InProcessScorer`: `serving.scoring.ScoringCore` with a `ModelRegistry` (the active model, or
-  a pinned version), in this process: no server needed.
+* `InProcessScorer`: `inference.scoring.ScoringCore` with a `ModelRegistry` (the active model,
+  or a pinned version), in this process: no server needed.
 * `RemoteScorer`: a running deployment's `/api/v1/score_features` route (which forwards to the
   runner service) through BentoML's Python client, in chunks of the runner's batch size.
   Answers 429/503 are retried with back-off. The first chunk fixes the model version and
@@ -11,16 +11,20 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from batch.errors import BatchError
+from inference import DEFAULT_BATCH_ROWS
+from inference.errors import scoring_error
+from inference.registry import LoadedModel
+from inference.scoring import ScoringCore
 
 RETRIES = 4  # on 429 (rate limited) / 503 (busy), with exponential back-off
 RETRY_STATUS = {429, 503}
-DEFAULT_CHUNK = 512  # the runner's default max_batch_size (VCP_MAX_BATCH_SIZE on the server)
+DEFAULT_CHUNK = DEFAULT_BATCH_ROWS  # the runner's default micro-batch
 
 
 @dataclass
@@ -35,36 +39,26 @@ class ModelInfo:
     version: str | None
     data_source: str | None = None
     thresholds: dict[str, float] | None = None
-    mode: str = "in-process"
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class InProcessScorer:
     def __init__(self, version: str | None = None):
         self.version = version
-        self.core = None
-        self.model = None
+        self.core = ScoringCore()
+        self.model: LoadedModel | None = None
 
     def prepare(self) -> ModelInfo:
-        """Load the model now, so a missing model fails before any data is read."""
-        from serving.registry import ModelRegistry, ModelUnavailable, UnknownModelVersion
-        from serving.scoring import ScoringCore
-        from training_artifacts.artifact import ArtifactError
-
-        self.core = ScoringCore(ModelRegistry())
-        try:
-            self.model = self.core.registry.get(self.version)
-        except ModelUnavailable as exc:
-            raise BatchError(f"no model: {exc}") from None
-        except UnknownModelVersion as exc:
-            raise BatchError(str(exc), code=2) from None
-        except ArtifactError as exc:
-            raise BatchError(f"model {self.version or '(active)'} cannot be loaded: {exc}") \
-                from None
+        """Load the model now, so a missing model fails before any data is read (the
+        registry's typed errors go up to the batch's exit-code table)."""
+        self.model = self.core.registry.get(self.version)
         meta = self.model.metadata
         return ModelInfo(self.model.version, meta.get("data_source"), meta.get("thresholds"))
 
+    def close(self) -> None:
+        pass
+
     def score(self, X: np.ndarray, progress=None) -> Scores:
+        assert self.model is not None, "prepare() first"
         p, conf, version = self.core.score_matrix(X, self.model.version)
         if progress:
             progress(len(X))
@@ -79,7 +73,7 @@ class RemoteScorer:
         self.chunk_size = max(1, int(chunk_size))
         self.api_key = api_key
         self.timeout = timeout
-        self.client = None
+        self.client: Any = None
 
     def prepare(self) -> ModelInfo:
         import bentoml
@@ -102,7 +96,7 @@ class RemoteScorer:
             raise BatchError(f"{self.url} has no score_features API: is it the VCP service?")
         if self.api_key:
             self.client.client.headers["X-API-Key"] = self.api_key
-        return ModelInfo(self.version, mode=self.url)
+        return ModelInfo(self.version)
 
     def close(self) -> None:
         if self.client is not None:
@@ -124,8 +118,8 @@ class RemoteScorer:
             raise BatchError(f"{self.url} returned {len(out)} scores for {len(rows)} rows")
         for r in out:
             if r.get("error") or r.get("probability") is None:
-                raise BatchError(f"{self.url} could not score: {r.get('error')} "
-                                 f"(status {r.get('status')})")
+                raise scoring_error(r.get("error_kind"),
+                                    f"{self.url} could not score: {r.get('error')}")
         return out
 
     def score(self, X: np.ndarray, progress=None) -> Scores:

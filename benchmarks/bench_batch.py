@@ -3,7 +3,7 @@
 Usage:
     python benchmarks/bench_batch.py [--runs 3] [--date YYYY-MM-DD] [--url URL]
 
-Runs the CLI on the default store (`vcp.config.market_db_path()`, i.e. $VCP_MARKET_DB or
+Runs the CLI on the default store (the settings' market store, i.e. $VCP_MARKET_DB or
 $VCP_DATA_DIR/market.duckdb) with the active model of $BENTOML_HOME, writing into a scratch
 folder (so the real predictions.db and outputs are not touched), and prints the median wall
 time and the peak RSS of the whole process (read, features, score, write), plus the batch's
@@ -25,9 +25,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
 
-from vcp import config  # noqa: E402  (sets BENTOML_HOME beside the data folder)
+from vcp.settings import startup_settings  # noqa: E402
+
+SETTINGS = startup_settings()  # BENTOML_HOME beside the data folder, for the CLI it runs
 
 STAGES = ("model", "read", "features", "score", "write")
 
@@ -70,7 +71,7 @@ def main() -> None:
     args = parser.parse_args()
     if not Path("/usr/bin/time").exists():
         sys.exit("/usr/bin/time is needed (apt-get install time)")
-    store = config.market_db_path()
+    store = SETTINGS.market_db_path
     if not store.exists():
         sys.exit(f"no market store at {store}: run `python -m vcp data demo` first")
     extra = ["--market-db", str(store)]

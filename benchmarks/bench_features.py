@@ -48,10 +48,10 @@ def store_panels():
     """(400-session panel, full panel) from the demo store, or None if there is no store."""
     try:
         from market.store import MarketStore
-        from vcp.config import market_db_path
+        from vcp.settings import load_settings
     except ImportError:
         return None
-    path = market_db_path()
+    path = load_settings().market_db_path
     if not Path(path).exists():
         return None
     store = MarketStore(path)

@@ -19,7 +19,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from market.store import MarketStore  # noqa: E402
-from vcp import config  # noqa: E402
+from vcp.settings import startup_settings  # noqa: E402
+
+SETTINGS = startup_settings()
 
 
 def main() -> None:
@@ -42,7 +44,7 @@ def main() -> None:
         print(f"data demo (11,000 stocks): median {statistics.median(times):.1f} s "
               f"over {len(times)} runs {[round(t, 1) for t in times]}")
 
-    store = MarketStore(config.market_db_path())
+    store = MarketStore(SETTINGS.market_db_path)
     times = []
     for _ in range(args.runs):
         start = time.perf_counter()

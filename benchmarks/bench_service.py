@@ -35,13 +35,15 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from market.store import MarketStore  # noqa: E402
-from vcp import config  # noqa: E402
+from vcp.settings import startup_settings  # noqa: E402
+
+SETTINGS = startup_settings()
 
 
 def scoreable_codes(limit: int = 2000) -> list[str]:
-    from serving.market_data import features_from_panel
+    from inference.snapshot import features_from_panel
 
-    store = MarketStore(config.market_db_path())
+    store = MarketStore(SETTINGS.market_db_path)
     latest = features_from_panel(store.load_panel(None, 400))
     master = store.master()
     codes = [master.by_isin(isin).bse_code

@@ -110,9 +110,10 @@ def check_calendar(dates: np.ndarray | pd.Series, stocks: np.ndarray | pd.Series
     if len(days) == 0:
         return CalendarCheck()
     start = pd.Timestamp(since) if since is not None else days[0]
-    check = CalendarCheck(first=max(start, days[0]).date(), last=days[-1].date())
+    first, last = max(start, days[0]).date(), days[-1].date()
+    check = CalendarCheck(first=first, last=last)
     holidays, lo, hi = exchange_holidays()
-    c_lo, c_hi = max(check.first, lo), min(check.last, hi)
+    c_lo, c_hi = max(first, lo), min(last, hi)
     if c_lo <= c_hi:
         check.covered = (c_lo, c_hi)
         weekdays = pd.bdate_range(c_lo, c_hi)

@@ -196,6 +196,3 @@ class StockMaster:
             )
             raise AmbiguousStockError(f"identifiers name different stocks: {named}")
         return self._stock(next(iter(found.values())))
-
-    def index_of(self, isin: str) -> int:
-        return self._by_isin[isin]

@@ -293,10 +293,11 @@ def import_master(
         except Exception:
             con.rollback()
             raise
-        report.with_sector = con.execute(
+        row = con.execute(
             "SELECT count(*) FROM stocks WHERE sector IS NOT NULL AND sector <> ?",
             [UNKNOWN_SECTOR],
-        ).fetchone()[0]
+        ).fetchone()
+        report.with_sector = int(row[0]) if row else 0
     return report
 
 

@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import numpy as np
@@ -78,9 +79,6 @@ class Panel:
     @property
     def as_of(self) -> date:
         return pd.Timestamp(self.dates[-1]).date()
-
-    def arrays(self) -> dict[str, np.ndarray]:
-        return {f: getattr(self, f) for f in PRICE_FIELDS}
 
 
 def _is_lock_error(exc: Exception) -> bool:
@@ -331,7 +329,7 @@ class MarketStore:
             "updated_at": meta.get("updated_at"),
         }
 
-    def health(self, since: date | None = None) -> dict[str, object]:
+    def health(self, since: date | None = None) -> dict[str, Any]:
         """Master coverage and the calendar check (`market.calendar`) of a real store."""
         from market.calendar import check_calendar
 

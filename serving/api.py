@@ -11,6 +11,7 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from datetime import date
 from typing import Any, Protocol
 
@@ -20,9 +21,20 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from starlette.exceptions import HTTPException
 
-from market.master import AmbiguousStockError, UnknownStockError
+from inference.errors import ModelLoadError, NoPriceData, NotScoreable, scoring_error
+from inference.scoring import ScoreResult, ScoreRow
+from inference.sessions import Session, weekdays_since
+from inference.snapshot import DateFeatures, MarketSnapshot
+from market.master import Stock, StockLookupError
 from serving import metrics
-from serving.market_data import DateFeatures, DateOutOfRange, MarketSnapshot
+from serving.errors import (
+    STATUS,
+    ApiError,
+    InvalidRequest,
+    RunnerUnavailable,
+    message_of,
+    status_of,
+)
 from serving.schemas import (
     MAX_BATCH,
     BatchPredictRequest,
@@ -37,24 +49,22 @@ from serving.schemas import (
     ReloadResponse,
     StockRef,
 )
-from serving.scoring import ScoreRow
 from training_artifacts import model_store
 from training_artifacts.artifact import MODEL_NAME
 
 log = logging.getLogger("vcp.api")
 
-
-class ApiError(Exception):
-    def __init__(self, status: int, message: str, detail: Any = None):
-        super().__init__(message)
-        self.status, self.message, self.detail = status, message, detail
+# What one stock of a batch can fail with, without failing the others.
+STOCK_ERRORS = (InvalidRequest, StockLookupError, NoPriceData, NotScoreable)
 
 
 class Runner(Protocol):
-    async def score(self, rows: list[ScoreRow]) -> list[dict]: ...
-    async def explain(self, row: ScoreRow) -> dict: ...
-    async def status(self) -> dict: ...
-    async def reload(self) -> dict: ...
+    """The model runner as the API sees it (BentoML's proxy in service.py; a fake in tests)."""
+
+    async def score(self, rows: list[ScoreRow]) -> list[Any]: ...
+    async def explain(self, row: ScoreRow) -> dict[str, Any]: ...
+    async def status(self) -> dict[str, Any]: ...
+    async def reload(self) -> dict[str, Any]: ...
 
 
 class RequestStats:
@@ -88,32 +98,28 @@ class RequestStats:
 
 
 class ApiBackend:
-    """What the routes need: the market snapshot, the runner client and request stats."""
+    """What the routes need: the market snapshot, the runner client and request stats.
 
-    def __init__(self, snapshot: MarketSnapshot, runner: Runner):
+    `stale_after_sessions`: health is degraded (stale_data) when more weekdays than this have
+    passed since the newest session of a real-data store; `today` is the clock it reads.
+    """
+
+    def __init__(self, snapshot: MarketSnapshot, runner: Runner, *, stale_after_sessions: int,
+                 today: Callable[[], date] = date.today):
         self.snapshot = snapshot
         self.runner = runner
+        self.stale_after_sessions = stale_after_sessions
+        self.today = today
         self.stats = RequestStats()
 
     # -- helpers -----------------------------------------------------------------------------
-    def locate(self, ref: StockRef, at: DateFeatures) -> tuple[Any, int]:
-        if not ref.bse_code and not ref.nse_symbol:
-            raise ApiError(422, "give bse_code or nse_symbol")
-        try:
-            stock = self.snapshot.master.lookup(bse_code=ref.bse_code, nse_symbol=ref.nse_symbol)
-        except AmbiguousStockError as exc:
-            raise ApiError(422, str(exc)) from None
-        except UnknownStockError as exc:
-            raise ApiError(404, str(exc)) from None
-        row = at.row(stock.isin)
-        if row is None:
-            raise ApiError(404, f"{stock.isin} has no price data in the store")
-        reason = at.result.reasons[row]
-        if reason is not None:
-            raise ApiError(
-                422, f"{stock.nse_symbol or stock.bse_code} cannot be scored on {at.as_of}: "
-                f"{reason}")
-        return stock, row
+    def locate(self, ref: StockRef, at: DateFeatures) -> tuple[Stock, int]:
+        if not (ref.isin or ref.bse_code or ref.nse_symbol):
+            raise InvalidRequest("give isin, bse_code or nse_symbol")
+        master = self.snapshot.master
+        assert master is not None  # loaded with the features `at` comes from
+        stock = master.lookup(isin=ref.isin, bse_code=ref.bse_code, nse_symbol=ref.nse_symbol)
+        return stock, at.scoreable_row(stock)
 
     @staticmethod
     def score_row(at: DateFeatures, row: int, version: str | None) -> ScoreRow:
@@ -124,97 +130,117 @@ class ApiBackend:
         )
 
     def build_response(
-        self, stock, at: DateFeatures, row: int, scored: dict, opts: PredictOptions,
-        explanation: dict | None, started: float,
+        self, stock: Stock, session: Session, at: DateFeatures, row: int, scored: ScoreResult,
+        opts: PredictOptions, explanation: dict[str, Any] | None, started: float,
     ) -> dict[str, Any]:
+        assert scored.probability is not None
         return {
             "isin": stock.isin, "bse_code": stock.bse_code, "nse_symbol": stock.nse_symbol,
-            "name": stock.name, "as_of_date": at.as_of,
-            "probability": round(scored["probability"], 6),
-            "confidence": scored["confidence"],
+            "name": stock.name, "as_of_date": at.as_of, "note": session.note,
+            "probability": round(scored.probability, 6),
+            "confidence": scored.confidence,
             "pattern": at.pattern(row),
             "features": at.features(row) if opts.include_features else None,
             "explanation": explanation,
-            "model_name": MODEL_NAME, "model_version": scored["model_version"],
+            "model_name": MODEL_NAME, "model_version": scored.model_version,
             "data_source": self.snapshot.data_source,
             "latency_ms": round((time.perf_counter() - started) * 1000, 2),
         }
 
-    async def run_score(self, rows: list[ScoreRow]) -> list[dict]:
+    async def _runner(self, call: str, *args: Any) -> Any:
         try:
-            results = await self.runner.score(rows)
+            return await getattr(self.runner, call)(*args)
         except Exception as exc:  # runner restarting or overloaded: retryable, not a 500
-            log.warning("model runner call failed: %s", exc)
-            raise ApiError(503, "the model runner is unavailable; retry shortly") from None
-        return [r if isinstance(r, dict) else r.model_dump() for r in results]
+            log.warning("model runner call %s failed: %s", call, exc)
+            raise RunnerUnavailable("the model runner is unavailable; retry shortly") from None
 
-    async def explain(self, at: DateFeatures, row: int, version: str) -> dict[str, Any]:
+    async def run_score(self, rows: list[ScoreRow]) -> list[ScoreResult]:
+        results = await self._runner("score", rows)
+        if len(results) != len(rows):  # never pair a stock with another's score
+            raise RunnerUnavailable(f"the model runner answered {len(results)} scores for "
+                                    f"{len(rows)} rows")
+        return [r if isinstance(r, ScoreResult) else ScoreResult.model_validate(r)
+                for r in results]
+
+    async def explain(self, at: DateFeatures, row: int, version: str | None) -> dict[str, Any]:
         """TreeSHAP contributions from the same model version that gave the probability."""
-        explanation = dict(await self.runner.explain(self.score_row(at, row, version)))
+        explanation = dict(await self._runner("explain", self.score_row(at, row, version)))
         explanation.pop("model_version", None)
         return explanation
+
+    async def _features(self, wanted: date | None) -> tuple[Session, DateFeatures]:
+        session = self.snapshot.resolve(wanted)
+        latest = self.snapshot.latest
+        if latest is not None and session.as_of == latest.as_of:
+            return session, latest
+        # Another date may need a panel read and a feature pass: keep the event loop free.
+        return session, await asyncio.to_thread(self.snapshot.at, session.as_of)
 
     # -- routes ------------------------------------------------------------------------------
     async def predict(self, req: PredictRequest) -> dict[str, Any]:
         started = time.perf_counter()
-        at = await self._features_async(req.prediction_date)
+        session, at = await self._features(req.prediction_date)
         stock, row = self.locate(req, at)
         metrics.feature_seconds(time.perf_counter() - started)
         scored = (await self.run_score([self.score_row(at, row, req.model_version)]))[0]
-        if scored.get("error"):
-            raise ApiError(scored["status"], scored["error"])
+        if scored.error:
+            raise scoring_error(scored.error_kind, scored.error)
         explanation = None
         if req.include_explanation:
-            explanation = await self.explain(at, row, scored["model_version"])
-        metrics.prediction(scored["confidence"])
-        return self.build_response(stock, at, row, scored, req, explanation, started)
+            explanation = await self.explain(at, row, scored.model_version)
+        metrics.prediction(str(scored.confidence))
+        return self.build_response(stock, session, at, row, scored, req, explanation, started)
 
     async def batch_predict(self, req: BatchPredictRequest) -> dict[str, Any]:
         started = time.perf_counter()
         if not 1 <= len(req.stocks) <= MAX_BATCH:
-            raise ApiError(422, f"stocks must hold 1 to {MAX_BATCH} entries, got "
-                                f"{len(req.stocks)}")
-        at = await self._features_async(req.prediction_date)
-        located, errors = [], []
+            raise InvalidRequest(f"stocks must hold 1 to {MAX_BATCH} entries, got "
+                                 f"{len(req.stocks)}")
+        session, at = await self._features(req.prediction_date)
+        located: list[tuple[int, Stock, int]] = []
+        errors: list[dict[str, Any]] = []
+
+        def failed(i: int, ref: StockRef | Stock, exc: Exception) -> None:
+            errors.append({"index": i, "isin": ref.isin, "bse_code": ref.bse_code,
+                           "nse_symbol": ref.nse_symbol, "status": status_of(exc),
+                           "error": message_of(exc)})
+
         for i, ref in enumerate(req.stocks):
             try:
                 stock, row = self.locate(ref, at)
-                located.append((i, stock, row))
-            except ApiError as exc:
-                errors.append({"index": i, "bse_code": ref.bse_code, "nse_symbol": ref.nse_symbol,
-                               "status": exc.status, "error": exc.message})
+            except STOCK_ERRORS as exc:
+                failed(i, ref, exc)
+                continue
+            located.append((i, stock, row))
         results, version = [], None
         if located:
             rows = [self.score_row(at, row, req.model_version) for _, _, row in located]
             scored = await self.run_score(rows)
             for (i, stock, row), s in zip(located, scored, strict=True):
-                if s.get("error"):
-                    errors.append({"index": i, "bse_code": stock.bse_code,
-                                   "nse_symbol": stock.nse_symbol, "status": s["status"],
-                                   "error": s["error"]})
+                if s.error:
+                    failed(i, stock, scoring_error(s.error_kind, s.error))
                     continue
                 explanation = None
                 if req.include_explanation:
-                    explanation = await self.explain(at, row, s["model_version"])
-                metrics.prediction(s["confidence"])
-                version = s["model_version"]
-                results.append(self.build_response(stock, at, row, s, req, explanation, started))
+                    explanation = await self.explain(at, row, s.model_version)
+                metrics.prediction(str(s.confidence))
+                version = s.model_version
+                results.append(self.build_response(stock, session, at, row, s, req,
+                                                   explanation, started))
         errors.sort(key=lambda e: e["index"])
         return {"results": results, "errors": errors, "model_version": version,
                 "latency_ms": round((time.perf_counter() - started) * 1000, 2)}
 
-    async def _features_async(self, wanted: date | None) -> DateFeatures:
-        snapshot = self.snapshot
-        if not snapshot.ready:
-            raise ApiError(503, "market data is still loading")
-        try:
-            as_of = snapshot.resolve_date(wanted)
-        except DateOutOfRange as exc:
-            raise ApiError(422, str(exc)) from None
-        if snapshot.latest is not None and as_of == snapshot.latest.as_of:
-            return snapshot.latest
-        # Another date may need a panel read and a feature pass: keep the event loop free.
-        return await asyncio.to_thread(snapshot.at, as_of)
+    def stale_data(self) -> str | None:
+        """Why the data is stale, or None. A simulated store is a fixed history: not checked."""
+        latest = self.snapshot.latest
+        if latest is None or self.snapshot.data_source == "simulated":
+            return None
+        missed = weekdays_since(latest.as_of, self.today())
+        if missed <= self.stale_after_sessions:
+            return None
+        return (f"stale_data: the newest session, {latest.as_of}, is {missed} weekdays old "
+                f"(more than VCP_STALE_AFTER_SESSIONS={self.stale_after_sessions})")
 
     async def health(self) -> dict[str, Any]:
         reasons: list[str] = []
@@ -224,27 +250,29 @@ class ApiBackend:
             status = {"active": None, "degraded": [f"model runner unreachable: {exc}"]}
         reasons += status.get("degraded") or []
         snap = self.snapshot
-        if not snap.ready:
+        latest = snap.latest
+        if latest is None:
             reasons.append("market data not loaded")
+        stale = self.stale_data()
+        if stale:
+            reasons.append(stale)
         if status.get("active") is None:
-            state = "down"
             reasons.append("no model is being served")
-        elif not snap.ready:
+        if status.get("active") is None or latest is None:
             state = "down"
         else:
             state = "degraded" if reasons else "ok"
-        latest = snap.latest
         return {
             "status": state, "reasons": reasons, "active_model": status.get("active"),
             "data_as_of": latest.as_of if latest else None,
-            "data_source": snap.data_source if snap.ready else None,
+            "data_source": snap.data_source if latest else None,
             "universe_size": len(snap.master) if snap.master is not None else 0,
             "scoreable_today": int(latest.result.scoreable.sum()) if latest else 0,
             **self.stats.summary(),
         }
 
     async def models(self) -> dict[str, Any]:
-        status = await self.runner.status()
+        status = await self._runner("status")
         cached = set(status.get("cached") or [])
         active = status.get("active")
         rows = []
@@ -254,17 +282,14 @@ class ApiBackend:
         return {"active": active, "models": rows}
 
     async def reload(self, req: ReloadRequest) -> dict[str, Any]:
-        previous = (await self.runner.status()).get("active")
+        previous = (await self._runner("status")).get("active")
         if req.version:
-            try:
-                await asyncio.to_thread(model_store.promote, req.version)
-            except model_store.ModelStoreError as exc:
-                status = 404 if "not found" in str(exc) else 422
-                raise ApiError(status, str(exc)) from None
-        after = await self.runner.reload()
+            await asyncio.to_thread(model_store.promote, req.version)
+        after = await self._runner("reload")
         if req.version and after.get("active") != model_store.read_active():
-            raise ApiError(422, f"model {req.version} could not be loaded; still serving "
-                                f"{after.get('active')}", after.get("degraded"))
+            reason = (after.get("failures") or {}).get(model_store.read_active(), "")
+            raise ModelLoadError(f"model {req.version} could not be loaded; still serving "
+                                 f"{after.get('active')}" + (f": {reason}" if reason else ""))
         await asyncio.to_thread(self.snapshot.maybe_refresh)
         metrics.set_active_model(after.get("active"))
         latest = self.snapshot.latest
@@ -272,42 +297,51 @@ class ApiBackend:
                 "data_as_of": latest.as_of if latest else None}
 
 
-def build_app(get_backend) -> FastAPI:
+def build_app(get_backend: Callable[[], ApiBackend]) -> FastAPI:
     """The FastAPI app; `get_backend()` returns the worker's ApiBackend."""
     app = FastAPI(
         title="VCP breakout scoring API",
         version="1.0",
         description="Scores NSE/BSE stocks for the probability that a VCP breakout succeeds.",
     )
-    errors = {404: {"model": ErrorResponse}, 422: {"model": ErrorResponse},
-              400: {"model": ErrorResponse}}
+    errors: dict[int | str, dict[str, Any]] = {
+        status: {"model": ErrorResponse} for status in sorted({400, *STATUS.values()})}
 
-    @app.exception_handler(ApiError)
-    async def _api_error(_request: Request, exc: ApiError):
-        body = {"error": exc.message}
-        if exc.detail is not None:
+    async def _typed_error(_request: Request, exc: Exception) -> JSONResponse:
+        body: dict[str, Any] = {"error": message_of(exc)}
+        if isinstance(exc, ApiError) and exc.detail is not None:
             body["detail"] = exc.detail
-        return JSONResponse(body, status_code=exc.status)
+        return JSONResponse(body, status_code=status_of(exc))
+
+    for error_type in STATUS:
+        app.add_exception_handler(error_type, _typed_error)
 
     @app.exception_handler(RequestValidationError)
-    async def _validation_error(_request: Request, exc: RequestValidationError):
+    async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
         detail = [{k: v for k, v in e.items() if k in ("loc", "msg", "type")}
                   for e in exc.errors()]
-        first = detail[0] if detail else {}
-        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
-        return JSONResponse(
-            {"error": f"invalid request: {where or 'body'}: {first.get('msg', 'malformed')}",
-             "detail": detail}, status_code=422)
+
+        def where(e: dict[str, Any]) -> str:
+            return ".".join(str(p) for p in e.get("loc", ()) if p != "body")
+
+        unknown = [where(e) for e in detail if e.get("type") == "extra_forbidden"]
+        if unknown:
+            message = f"invalid request: unknown field(s): {', '.join(unknown)}"
+        else:
+            first = detail[0] if detail else {}
+            message = (f"invalid request: {where(first) or 'body'}: "
+                       f"{first.get('msg', 'malformed')}")
+        return JSONResponse({"error": message, "detail": detail}, status_code=422)
 
     # Starlette's class, which FastAPI raises itself (unparsable body, 404, 405): every error
     # body is {"error": ...}, as the spec says.
     @app.exception_handler(HTTPException)
-    async def _http_error(_request: Request, exc: HTTPException):
+    async def _http_error(_request: Request, exc: HTTPException) -> JSONResponse:
         return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code,
                             headers=getattr(exc, "headers", None))
 
     @app.exception_handler(Exception)
-    async def _unexpected(_request: Request, exc: Exception):
+    async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
         log.exception("unexpected error")
         return JSONResponse({"error": "internal error; see the server log"}, status_code=500)
 

@@ -6,18 +6,13 @@ from __future__ import annotations
 import hmac
 import json
 import logging
-import os
 import time
+from collections.abc import Iterable
 
 log = logging.getLogger("vcp.auth")
-drain_log = logging.getLogger("vcp.shutdown")
 
 ADMIN_PATHS = ("/api/v1/models/reload",)
 PROTECTED_PREFIX = "/api/v1/"
-
-
-def _keys(env: str) -> list[bytes]:
-    return [k.strip().encode() for k in os.environ.get(env, "").split(",") if k.strip()]
 
 
 def _matches(candidate: bytes, keys: list[bytes]) -> bool:
@@ -37,13 +32,13 @@ async def _send_json(send, status: int, body: dict, extra_headers=()) -> None:
 
 
 class ApiKeyMiddleware:
-    """X-API-Key on /api/v1/* when keys are configured (VCP_API_KEYS, VCP_ADMIN_KEYS,
-    comma-separated); reload needs an admin key. With no keys the API is open (warned once)."""
+    """X-API-Key on /api/v1/* when keys are configured (VCP_API_KEYS, VCP_ADMIN_KEYS);
+    reload needs an admin key. With no keys the API is open (warned once)."""
 
-    def __init__(self, app):
+    def __init__(self, app, keys: Iterable[str] = (), admin_keys: Iterable[str] = ()):
         self.app = app
-        self.keys = _keys("VCP_API_KEYS")
-        self.admin_keys = _keys("VCP_ADMIN_KEYS")
+        self.keys = [k.encode() for k in keys]
+        self.admin_keys = [k.encode() for k in admin_keys]
         if not self.keys and not self.admin_keys:
             log.warning("no API keys configured (VCP_API_KEYS/VCP_ADMIN_KEYS): the API is open")
 
@@ -186,74 +181,3 @@ class JsonBodyMiddleware:
                 return await _send_json(send, 415, {
                     "error": "send the body as application/json (Content-Type header)"})
         return await self.app(scope, receive, send)
-
-
-class ShutdownDrainMiddleware:
-    """Keeps a dependency service (the model runner) answering for a while after SIGTERM.
-
-    `bentoml serve` stops every worker at once on SIGTERM: the API workers stop accepting and
-    finish the requests in flight, but those still call the runner (scores, explanations), whose
-    uvicorn would close its socket at once, turning a request in flight into an error. With this
-    middleware the runner's SIGTERM is held back until it has been quiet (no request in flight,
-    none for `quiet` seconds) after at least `min_wait` seconds, or `max_wait` seconds passed;
-    then uvicorn's own handler runs and the worker drains and exits as usual. Installed when the
-    ASGI lifespan starts, that is after uvicorn has installed its signal handlers.
-    VCP_DRAIN_MIN_SECONDS / VCP_DRAIN_MAX_SECONDS (default 2 / 30) tune it.
-    """
-
-    def __init__(self, app, min_wait: float | None = None, max_wait: float | None = None,
-                 quiet: float = 1.0):
-        self.app = app
-        env = os.environ.get
-        self.min_wait = float(env("VCP_DRAIN_MIN_SECONDS", "2")) if min_wait is None else min_wait
-        self.max_wait = float(env("VCP_DRAIN_MAX_SECONDS", "30")) if max_wait is None else max_wait
-        self.quiet = quiet
-        self.inflight = 0
-        self.last_seen = time.monotonic()
-        self._installed = False
-        self._term_at: float | None = None
-
-    def _install(self) -> None:
-        import signal
-        import threading
-
-        if self._installed or threading.current_thread() is not threading.main_thread():
-            return
-        self._installed = True
-        previous = signal.getsignal(signal.SIGTERM)
-        if not callable(previous):
-            return
-
-        def wait_then_exit(sig, frame):
-            while True:
-                now = time.monotonic()
-                waited = now - self._term_at
-                idle = self.inflight == 0 and now - self.last_seen >= self.quiet
-                if waited >= self.max_wait or (waited >= self.min_wait and idle):
-                    break
-                time.sleep(0.05)
-            drain_log.info("drained after %.1f s: stopping", time.monotonic() - self._term_at)
-            previous(sig, frame)
-
-        def on_term(sig, frame):
-            if self._term_at is not None:
-                return  # already draining
-            self._term_at = time.monotonic()
-            drain_log.info("SIGTERM: serving the API workers' requests while they drain")
-            threading.Thread(target=wait_then_exit, args=(sig, frame), daemon=True,
-                             name="vcp-drain").start()
-
-        signal.signal(signal.SIGTERM, on_term)
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] == "lifespan":
-            self._install()
-            return await self.app(scope, receive, send)
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        self.inflight += 1
-        try:
-            return await self.app(scope, receive, send)
-        finally:
-            self.inflight -= 1
-            self.last_seen = time.monotonic()

@@ -1,19 +1,23 @@
-"""Our Prometheus metrics, created through bentoml.metrics so that the values of every worker
-process land in BentoML's multiprocess registry and appear on both /metrics and
-/api/v1/metrics. Outside a BentoML server (the batch, tests) they are plain no-cost metrics.
+"""Our Prometheus metrics. Inside `bentoml serve` every worker writes them to BentoML's
+multiprocess directory (PROMETHEUS_MULTIPROC_DIR), so they appear on both /metrics and
+/api/v1/metrics; outside a server (the batch, tests) they are plain in-process metrics.
+
+prometheus_client is imported on first use, not at import: BentoML sets the multiprocess
+directory in each worker after the service module is imported, and prometheus_client picks
+its storage when it is first imported.
 """
 
 from __future__ import annotations
 
 import functools
+import os
 from typing import Any
-
-import bentoml
 
 
 @functools.cache
 def _metrics() -> dict[str, Any]:
-    m = bentoml.metrics
+    import prometheus_client as m
+
     return {
         "predictions": m.Counter(
             name="vcp_predictions_total", documentation="Predictions served, by confidence",
@@ -59,7 +63,14 @@ def set_active_model(version: str | None) -> None:
 
 
 def exposition() -> str:
-    from bentoml._internal.configuration.containers import BentoMLContainer
+    """Every worker's metrics (this process's alone outside a server), in the text format."""
+    import prometheus_client
+    from prometheus_client import multiprocess
 
-    content = BentoMLContainer.metrics_client.get().generate_latest()
-    return content.decode() if isinstance(content, bytes) else str(content)
+    _metrics()
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = prometheus_client.CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+    else:
+        registry = prometheus_client.REGISTRY
+    return prometheus_client.generate_latest(registry).decode()

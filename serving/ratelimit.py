@@ -9,12 +9,9 @@ Several workers: the buckets live in each worker's memory and are not shared. Th
 connections over the W workers of the API service (SO_REUSEPORT / one shared socket), so every
 worker enforces `rate / W` with a burst of `burst / W`: a client spread evenly over the workers
 gets the configured totals, and a client pinned to one worker by a keep-alive connection gets
-its share of them (never more than the configured total). Settings (environment):
-
-* `VCP_RATE_LIMIT`  requests per second per client, all workers together (default 100;
-  0 disables the limit);
-* `VCP_RATE_BURST`  burst allowance per client (default 2 x the rate, i.e. 200);
-* `VCP_API_WORKERS` the number of API workers the totals are divided by (default 1).
+its share of them (never more than the configured total). Settings (vcp.settings):
+VCP_RATE_LIMIT (requests/s per client, all workers together; 0 disables the limit),
+VCP_RATE_BURST (burst per client) and VCP_API_WORKERS (what the totals are divided by).
 """
 
 from __future__ import annotations
@@ -22,7 +19,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import time
 from collections.abc import Callable
 
@@ -30,19 +26,6 @@ log = logging.getLogger("vcp.ratelimit")
 
 LIMITED_PREFIX = "/api/v1/"
 MAX_CLIENTS = 10_000  # buckets kept before idle (full) ones are dropped
-
-
-def _env_float(name: str, default: float) -> float:
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ValueError(f"{name} must be a number, got {raw!r}") from None
-    if value < 0 or not math.isfinite(value):
-        raise ValueError(f"{name} must be a finite number >= 0, got {raw!r}")
-    return value
 
 
 class TokenBucket:
@@ -71,26 +54,22 @@ class RateLimitMiddleware:
     def __init__(
         self,
         app,
-        rate: float | None = None,
-        burst: float | None = None,
-        workers: int | None = None,
+        rate: float,
+        burst: float,
+        workers: int = 1,
         clock: Callable[[], float] = time.monotonic,
     ):
         self.app = app
-        total_rate = _env_float("VCP_RATE_LIMIT", 100.0) if rate is None else rate
-        total_burst = _env_float("VCP_RATE_BURST", 2 * total_rate) if burst is None else burst
-        if workers is None:
-            workers = int(_env_float("VCP_API_WORKERS", 1) or 1)
         self.workers = max(1, workers)
-        self.total_rate, self.total_burst = total_rate, max(total_burst, 1.0)
+        self.total_rate, self.total_burst = rate, max(burst, 1.0)
         # This worker's share; a burst below one request would refuse everything.
-        self.rate = total_rate / self.workers
+        self.rate = rate / self.workers
         self.burst = max(self.total_burst / self.workers, 1.0)
         self.clock = clock
         self.buckets: dict[str, TokenBucket] = {}
         if self.enabled:
             log.info("rate limit: %g requests/s, burst %g per client (this worker of %d: "
-                     "%g/s, burst %g)", total_rate, self.total_burst, self.workers,
+                     "%g/s, burst %g)", rate, self.total_burst, self.workers,
                      self.rate, self.burst)
         else:
             log.warning("rate limiting disabled (VCP_RATE_LIMIT=0)")

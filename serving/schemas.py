@@ -7,15 +7,20 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-MAX_BATCH = 100
-# A model version as a BentoML tag accepts it (1-63 letters, digits or `._-`, alphanumeric at both
-# ends), optionally prefixed by the model name: anything else is a 422, not a store error.
-MODEL_VERSION_PATTERN = r"^(vcp_breakout:)?[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?$"
+from inference.scoring import MODEL_VERSION_PATTERN
 
+MAX_BATCH = 100
 _STOCK_EXAMPLE = {"bse_code": "700001"}
+# Unknown fields are refused (422 naming them), not silently ignored.
+_STRICT = ConfigDict(extra="forbid")
 
 
 class StockRef(BaseModel):
+    model_config = _STRICT
+
+    isin: str | None = Field(
+        None, description="12-character ISIN", examples=["INEZ02101018"], max_length=20
+    )
     bse_code: str | None = Field(
         None, description="6-digit BSE scrip code", examples=["700001"], max_length=20
     )
@@ -25,8 +30,11 @@ class StockRef(BaseModel):
 
 
 class PredictOptions(BaseModel):
+    model_config = _STRICT
+
     prediction_date: date | None = Field(
-        None, description="As-of date (YYYY-MM-DD); default: the latest date in the store"
+        None, description="As-of date (YYYY-MM-DD); default: the latest session in the store. "
+        "A weekend or holiday maps to the session before it (see `note` in the response)."
     )
     include_features: bool = Field(False, description="Return the 25 feature values")
     include_explanation: bool = Field(
@@ -39,7 +47,7 @@ class PredictOptions(BaseModel):
 
 
 class PredictRequest(StockRef, PredictOptions):
-    model_config = ConfigDict(json_schema_extra={"examples": [
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
         {"bse_code": "700001", "include_features": True},
         {"nse_symbol": "RAUTGO", "prediction_date": "2026-10-30", "include_explanation": True},
     ]})
@@ -49,7 +57,7 @@ class BatchPredictRequest(PredictOptions):
     stocks: list[StockRef] = Field(
         ..., description=f"1 to {MAX_BATCH} stocks", examples=[[_STOCK_EXAMPLE]]
     )
-    model_config = ConfigDict(json_schema_extra={"examples": [
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
         {"stocks": [{"bse_code": "700001"}, {"nse_symbol": "RAUTGO"}],
          "include_features": False},
     ]})
@@ -86,7 +94,9 @@ class PredictResponse(BaseModel):
     bse_code: str | None
     nse_symbol: str | None
     name: str
-    as_of_date: date
+    as_of_date: date = Field(description="The trading session the features are as of")
+    note: str | None = Field(
+        None, description="Set when prediction_date was not a session (mapped to the one before)")
     probability: float = Field(description="Calibrated probability that the breakout succeeds")
     confidence: Literal["HIGH", "MEDIUM", "LOW"]
     pattern: Pattern
@@ -100,6 +110,7 @@ class PredictResponse(BaseModel):
 
 class StockError(BaseModel):
     index: int
+    isin: str | None
     bse_code: str | None
     nse_symbol: str | None
     status: int
@@ -155,6 +166,8 @@ class ModelsResponse(BaseModel):
 
 
 class ReloadRequest(BaseModel):
+    model_config = _STRICT
+
     version: str | None = Field(
         None, description="Version to promote and serve; default: re-read the active pointer",
         max_length=76, pattern=MODEL_VERSION_PATTERN,

@@ -8,14 +8,15 @@ from pathlib import Path
 
 import pytest
 
-# Before any project or bentoml import: tests never touch the user's data or model store.
+from market.simulator import SimConfig, build_demo_store
+from market.store import MarketStore
+from vcp.settings import startup_settings
+
+# Tests never touch the user's data or model store; subprocesses inherit these variables.
 _TEST_HOME = Path(tempfile.mkdtemp(prefix="vcp-tests-"))
 os.environ["VCP_DATA_DIR"] = str(_TEST_HOME / "data")
 os.environ["BENTOML_HOME"] = str(_TEST_HOME / "bentoml")
-os.environ["BENTOML_DO_NOT_TRACK"] = "true"
-
-from market.simulator import SimConfig, build_demo_store  # noqa: E402
-from market.store import MarketStore  # noqa: E402
+SETTINGS = startup_settings()  # what an entry point does: validate, then prepare the process
 
 SMALL_STOCKS = 400
 
@@ -38,3 +39,25 @@ def quick_model(small_store):
     version, _ = save(result)
     model_store.promote(version)
     return version, result
+
+
+@pytest.fixture(scope="session")
+def oracle(small_store):
+    """Features of every stock at the latest session, computed apart from the code under test."""
+    from tests.oracle import features_at
+
+    return features_at(small_store)
+
+
+@pytest.fixture(scope="session")
+def stock(small_store, oracle):
+    """A dual-listed stock scoreable on the latest session and 30 sessions before."""
+    from tests.oracle import features_at
+
+    earlier = features_at(small_store, small_store.calendar()[-30].astype(object))
+    master = small_store.master()
+    for i, isin in enumerate(oracle.isins):
+        s = master.by_isin(isin)
+        if s.nse_symbol and oracle.scoreable[i] and earlier.scoreable[earlier.row(isin)]:
+            return s
+    raise AssertionError("no scoreable dual-listed stock")

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import csv
-import datetime as dt
 import os
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from batch import BatchConfig, BatchError, run_batch
+from batch import BatchConfig, run_batch
+from tests.oracle import expected_scores, features_at
 from tests.serverutil import ROOT, free_port, running_server
 
 QUIET = {"COLUMNS": "400", "TERM": "dumb"}  # no rich line wrapping in captured messages
@@ -62,30 +63,28 @@ def config_for(store, paths, **kw) -> BatchConfig:
 
 @pytest.fixture(scope="module")
 def expected(small_store, quick_model):
-    """What the batch must produce at the latest date, computed here from the same parts."""
-    from serving.market_data import features_from_panel
-    from serving.registry import ModelRegistry
-    from serving.scoring import ScoringCore
-
-    latest = features_from_panel(small_store.load_panel(None, 400))
-    master = small_store.master().frame.set_index("isin").reindex(list(latest.row_of))
+    """What the batch must produce at the latest date, computed apart from the batch and the
+    inference core: features from `features`, scores from the model folder (tests/oracle)."""
+    feats = features_at(small_store)
+    master = small_store.master().frame.set_index("isin").reindex(feats.isins)
     active = master["active"].to_numpy(dtype=bool)
-    isins = np.array(list(latest.row_of))
-    mask = active & latest.result.scoreable
-    p, conf, version = ScoringCore(ModelRegistry()).score_matrix(latest.result.values[mask])
+    mask = active & feats.scoreable
+    p, conf = expected_scores(quick_model[0], feats.values[mask])
     return {
-        "date": latest.as_of.isoformat(),
-        "prob": dict(zip(isins[mask], p.astype(float), strict=True)),
-        "conf": dict(zip(isins[mask], conf, strict=True)),
-        "inactive": set(isins[~active]),
-        "reasons": {isins[i]: latest.result.reasons[i] for i in np.flatnonzero(active & ~mask)},
-        "all": set(isins),
-        "version": version,
+        "date": str(small_store.date_range()[1]),
+        "prob": dict(zip(feats.isins[mask], p.astype(float), strict=True)),
+        "conf": dict(zip(feats.isins[mask], conf, strict=True)),
+        "inactive": set(feats.isins[~active]),
+        "reasons": {feats.isins[i]: feats.reasons[i] for i in np.flatnonzero(active & ~mask)},
+        "all": set(feats.isins),
+        "version": quick_model[0],
     }
 
 
 def test_a_run_writes_all_four_outputs(small_store, quick_model, paths, expected):
+    started = time.monotonic()
     proc = cli(*args_for(small_store, paths))
+    wall = time.monotonic() - started
     assert proc.returncode == 0, message(proc)
     day = expected["date"]
     out = paths["out"]
@@ -98,7 +97,7 @@ def test_a_run_writes_all_four_outputs(small_store, quick_model, paths, expected
     assert probs == sorted(probs, reverse=True)
     assert [int(r["rank"]) for r in pred] == list(range(1, len(pred) + 1))
     for r in pred:
-        assert float(r["probability"]) == pytest.approx(expected["prob"][r["isin"]], abs=1e-12)
+        assert float(r["probability"]) == pytest.approx(expected["prob"][r["isin"]], abs=1e-9)
         assert r["confidence"] == expected["conf"][r["isin"]]
         assert r["model_version"] == expected["version"] == quick_model[0]
         assert r["prediction_date"] == day
@@ -131,8 +130,9 @@ def test_a_run_writes_all_four_outputs(small_store, quick_model, paths, expected
         len(pred), len(skipped), len(expected["all"]))
     assert run["model_version"] == quick_model[0] and run["data_source"] == "simulated"
     assert {r["run_id"] for r in rows} == {run["run_id"]}
-    for stage in ("model", "read", "features", "score", "write", "total"):
-        assert run[f"seconds_{stage}"] >= 0
+    stages = [run[f"seconds_{s}"] for s in ("model", "read", "features", "score", "write")]
+    assert all(x > 0 for x in stages), stages
+    assert sum(stages) == pytest.approx(run["seconds_total"]) and run["seconds_total"] < wall
 
     report = (out / f"report_{day}.txt").read_text()
     assert "SIMULATED" in report and "NOT real companies" in report
@@ -244,7 +244,8 @@ def test_an_unknown_date_fails_with_a_message(small_store, quick_model, paths):
     proc = cli(*args_for(small_store, paths, "--date", "1999-01-04"))
     assert proc.returncode == 2
     text = message(proc)
-    assert "no data for 1999-01-04" in text and "2023-11-01" in text
+    assert "no data for 1999-01-04: the store holds sessions from 2023-11-01 to 2026-10-30" \
+        in text
     proc = cli(*args_for(small_store, paths, "--date", "2024-13-45"))
     assert proc.returncode == 2 and "not a date" in message(proc)
     assert not paths["out"].exists() or not list(paths["out"].iterdir())
@@ -253,10 +254,16 @@ def test_an_unknown_date_fails_with_a_message(small_store, quick_model, paths):
     assert "no data for 1999-01-04" in runs[0]["error"]
 
 
-def test_a_weekend_date_is_not_a_session(small_store, quick_model, paths):
-    with pytest.raises(BatchError, match="not a trading session") as info:
-        run_batch(config_for(small_store, paths, date=dt.date(2025, 6, 7)))
-    assert info.value.code == 2
+def test_a_weekend_maps_to_the_session_before_and_says_so(small_store, quick_model, paths):
+    proc = cli(*args_for(small_store, paths, "--date", "2025-06-07"))  # a Saturday
+    assert proc.returncode == 0, message(proc)
+    assert ("note: 2025-06-07 is not a trading session (weekend or holiday): as of the session "
+            "before it, 2025-06-06") in message(proc)
+    assert "2025-06-06 scored" in message(proc)
+    assert [p.name for p in paths["out"].glob("predictions_*.csv")] == [
+        "predictions_2025-06-06.csv"]
+    assert {r["prediction_date"] for r in db_rows(paths["db"], "daily_predictions")} == {
+        "2025-06-06"}
 
 
 def test_an_unreachable_url_fails_with_a_message(small_store, quick_model, paths):

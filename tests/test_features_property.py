@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from features import FEATURES, compute_features_all, compute_features_at
-from serving.scoring import ScoreRow
+from inference.scoring import ScoreRow
 
 KINDS = ("normal", "flat", "zero_volume", "gappy", "single_tick", "tiny", "jumpy", "stepped",
          "empty", "sparse", "illiquid")

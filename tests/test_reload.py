@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import shutil
 import threading
 import time
-from pathlib import Path
 
 import bentoml
 import httpx
 import pytest
 
+from tests.models import clone_model
 from tests.serverutil import running_server
 from training_artifacts import model_store
 from training_artifacts.train import TrainConfig, save, train
@@ -29,7 +28,7 @@ def second_model(small_store):
 
 
 def _scoreable_codes(store, n=20):
-    from serving.market_data import features_from_panel
+    from inference.snapshot import features_from_panel
 
     latest = features_from_panel(store.load_panel(None, 400))
     master = store.master()
@@ -83,12 +82,7 @@ def test_corrupted_model_keeps_previous_version_and_health_degrades(
         small_store, quick_model, restore_active):
     good = quick_model[0]
     model_store.write_active(good)
-    source = model_store.get_model(good)
-    with bentoml.models.create("vcp_breakout", metadata=dict(source.info.metadata)) as bad:
-        for f in Path(source.path).iterdir():
-            if f.is_file() and f.name != "model.yaml":
-                shutil.copy(f, Path(bad.path) / f.name)
-        (Path(bad.path) / "model.json").write_text('{"learner": corrupted')
+    bad = model_store.get_model(clone_model(good, corrupt=True))
     code = _scoreable_codes(small_store, 1)[0]
     try:
         with running_server(small_store.path) as proc:

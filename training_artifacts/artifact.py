@@ -96,7 +96,8 @@ def write_artifact(
     booster.save_model(str(folder / BOOSTER_FILE))
     (folder / CALIBRATION_FILE).write_text(json.dumps(calibrator.to_dict()))
     if validation is not None:
-        np.savez_compressed(folder / VALIDATION_FILE, **validation)
+        arrays: dict[str, Any] = validation  # numpy's stub reads **kwargs as its own options
+        np.savez_compressed(folder / VALIDATION_FILE, **arrays)
 
 
 def read_artifact(

@@ -18,15 +18,24 @@ import bentoml
 
 from features import FEATURES
 from training_artifacts.artifact import MODEL_NAME, ArtifactError
-from vcp import config
 
 
 class ModelStoreError(RuntimeError):
     """No such model, no model at all, or a model the code cannot serve."""
 
 
+class ModelNotFound(ModelStoreError):
+    """No model of that version (or none at all) in the store."""
+
+
+def store_home() -> Path:
+    """BentoML's home, by BentoML's own rule (entry points set BENTOML_HOME from the settings
+    before BentoML first reads it, so this and BentoML's model store always agree)."""
+    return Path(os.environ.get("BENTOML_HOME") or Path.home() / "bentoml")
+
+
 def active_pointer_path() -> Path:
-    return config.bentoml_home() / f"active_{MODEL_NAME}.json"
+    return store_home() / f"active_{MODEL_NAME}.json"
 
 
 def _tag(version: str) -> str:
@@ -40,10 +49,19 @@ def get_model(version: str | None = None) -> bentoml.Model:
         return bentoml.models.get(tag)
     except bentoml.exceptions.NotFound:
         if version in (None, "latest"):
-            raise ModelStoreError(
+            raise ModelNotFound(
                 "no vcp_breakout model in the store: run `python -m vcp train` (or `make train`)"
             ) from None
-        raise ModelStoreError(f"model version {version!r} not found; see `models list`") from None
+        raise ModelNotFound(f"model version {version!r} not found; see `models list`") from None
+
+
+def version_of(model: bentoml.Model) -> str:
+    return str(model.tag.version)  # a stored model always has one
+
+
+def metadata_of(model: bentoml.Model) -> dict[str, Any]:
+    """The metadata saved with the model (a JSON-like dict, see training_artifacts.train)."""
+    return dict(model.info.metadata)
 
 
 def list_models() -> list[bentoml.Model]:
@@ -55,10 +73,10 @@ def list_models() -> list[bentoml.Model]:
 
 
 def summary(model: bentoml.Model) -> dict[str, Any]:
-    meta = model.info.metadata
+    meta = metadata_of(model)
     last = (meta.get("metrics") or {}).get("last_fold", {}).get("model", {})
     return {
-        "version": model.tag.version,
+        "version": version_of(model),
         "created": model.info.creation_time.isoformat(timespec="seconds"),
         "data_source": meta.get("data_source"),
         "quick": meta.get("quick", False),
@@ -88,7 +106,7 @@ def write_active(version: str) -> None:
 def promote(version: str) -> str:
     """Make `version` the one the service serves; refuse a model the code cannot serve."""
     model = get_model(version)
-    features = list(model.info.metadata.get("features") or [])
+    features = list(metadata_of(model).get("features") or [])
     if features != list(FEATURES):
         missing = sorted(set(FEATURES) - set(features))
         extra = sorted(set(features) - set(FEATURES))
@@ -96,13 +114,13 @@ def promote(version: str) -> str:
             f"refusing to promote {model.tag}: its feature list differs from the code's "
             f"(missing {missing or 'none'}, extra {extra or 'none'}, order may differ); retrain"
         )
-    write_active(model.tag.version)
-    return model.tag.version
+    write_active(version_of(model))
+    return version_of(model)
 
 
 def delete(version: str) -> None:
     model = get_model(version)
-    if model.tag.version == read_active():
+    if version_of(model) == read_active():
         raise ModelStoreError(
             f"{model.tag} is the active model; promote another version before deleting it"
         )
@@ -119,4 +137,5 @@ def active_or_latest() -> bentoml.Model:
     return get_model(None)
 
 
-__all__ = ["ArtifactError", "ModelStoreError", "get_model", "list_models", "promote"]
+__all__ = ["ArtifactError", "ModelNotFound", "ModelStoreError", "get_model", "list_models",
+           "promote"]

@@ -1,9 +1,14 @@
-"""The product's command line: `python -m vcp --help`."""
+"""The product's command line: `python -m vcp --help`.
+
+`main()` validates the settings once (vcp.settings) and hands them to every command as the
+click context's `obj`; a command reads them with `settings_of(ctx)`.
+"""
 
 from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
@@ -12,7 +17,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from vcp import config
+from vcp.settings import Settings, startup_settings
 
 app = typer.Typer(help="VCP breakout scoring for NSE/BSE equities.", no_args_is_help=True)
 data_app = typer.Typer(help="The market store: build the demo, ingest files, inspect.",
@@ -30,16 +35,30 @@ DbOption = Annotated[
 ]
 
 
+def settings_of(ctx: typer.Context) -> Settings:
+    if not isinstance(ctx.obj, Settings):  # app() called without main(): tests, embedding
+        ctx.obj = startup_settings()
+    return ctx.obj
+
+
 def fail(message: str, code: int = 1) -> typer.Exit:
     console.print(f"[red]error:[/red] {message}")
     return typer.Exit(code)
 
 
+Update = Callable[..., None]
+
+
 @contextmanager
-def progress_bar(total: int | None = None):
-    """A rich progress bar; yields a callback taking a message and an optional advance."""
+def progress_bar(total: int | None = None) -> Iterator[Update]:
+    """A rich progress bar; yields a callback taking a message and an optional advance.
+    Transient: the bar is gone before anything after it is printed (an error, a summary), and
+    a log file (no terminal) gets no spinner frames at all."""
+    if not console.is_terminal:  # a log: no display (rich would still print a blank line)
+        yield lambda *_a, **_k: None
+        return
     columns = [SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn()]
-    with Progress(*columns, console=console, transient=False) as progress:
+    with Progress(*columns, console=console, transient=True) as progress:
         task = progress.add_task("starting", total=total)
 
         def update(message: str | None = None, advance: float = 0) -> None:
@@ -49,15 +68,15 @@ def progress_bar(total: int | None = None):
                 progress.advance(task, advance)
 
         yield update
-        progress.update(task, completed=total if total is not None else None)
 
 
-def _store_path(db: Path | None) -> Path:
-    return db if db is not None else config.market_db_path()
+def _store_path(ctx: typer.Context, db: Path | None) -> Path:
+    return db if db is not None else settings_of(ctx).market_db_path
 
 
 @data_app.command("demo")
 def data_demo(
+    ctx: typer.Context,
     stocks: Annotated[int, typer.Option(help="Number of simulated stocks.")] = 11_000,
     seed: Annotated[int, typer.Option(help="Random seed: same seed, same market.")] = 42,
     force: Annotated[bool, typer.Option(help="Rebuild even if the store matches.")] = False,
@@ -67,7 +86,7 @@ def data_demo(
     from market.simulator import SimConfig, build_demo_store
     from market.store import MarketStore
 
-    path = _store_path(db)
+    path = _store_path(ctx, db)
     store = MarketStore(path)
     if store.exists() and not force:
         meta = store.get_meta()
@@ -91,6 +110,7 @@ def data_demo(
 
 @data_app.command("ingest")
 def data_ingest(
+    ctx: typer.Context,
     paths: Annotated[list[Path], typer.Argument(help="Files or folders of bhavcopy/OHLCV CSVs.")],
     corporate_actions: Annotated[
         Path | None,
@@ -113,7 +133,7 @@ def data_ingest(
     missing = [str(p) for p in paths if not p.exists()]
     if missing:
         raise fail(f"no such file or folder: {', '.join(missing)}")
-    store = MarketStore(_store_path(db))
+    store = MarketStore(_store_path(ctx, db))
     try:
         with progress_bar() as update:
             report = ingest_paths(
@@ -130,6 +150,7 @@ def data_ingest(
 
 @data_app.command("master")
 def data_master(
+    ctx: typer.Context,
     paths: Annotated[list[Path], typer.Argument(
         help="NSE EQUITY_L.csv / SME_EQUITY_L.csv and/or BSE's list of scrips (CSV).")],
     rejects_dir: Annotated[
@@ -147,7 +168,7 @@ def data_master(
     if missing:
         raise fail(f"no such file: {', '.join(missing)}", code=2)
     try:
-        report = import_master(MarketStore(_store_path(db)), list(paths), rejects_dir)
+        report = import_master(MarketStore(_store_path(ctx, db)), list(paths), rejects_dir)
     except IngestError as exc:
         raise fail(str(exc), code=2) from None
     console.print(report.summary(), markup=False, highlight=False)
@@ -155,6 +176,7 @@ def data_master(
 
 @data_app.command("info")
 def data_info(
+    ctx: typer.Context,
     db: DbOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
@@ -162,7 +184,7 @@ def data_info(
     from market.store import MarketStore, StoreError
 
     try:
-        store = MarketStore(_store_path(db))
+        store = MarketStore(_store_path(ctx, db))
         info = store.info()
         if info["source"] == "real":  # the calendar check is for NSE/BSE sessions
             info.update(store.health())
@@ -194,6 +216,7 @@ def _print_store_health(info: dict) -> None:
 
 @app.command("train")
 def train_cmd(
+    ctx: typer.Context,
     quick: Annotated[bool, typer.Option(help="Small universe, fewer trees (about a minute).")]
     = False,
     seed: Annotated[int, typer.Option(help="Training seed.")] = 0,
@@ -215,12 +238,12 @@ def train_cmd(
         console.print("the model store already holds a vcp_breakout model; not training")
         return
     cfg = TrainConfig.for_mode(quick, seed)
-    store = MarketStore(_store_path(db))
+    store = MarketStore(_store_path(ctx, db))
     try:
         with progress_bar(total=None) as update:
             result = train(store, cfg, progress=update)
             update("saving to the model store")
-            version, report = save(result, reports_dir=config.data_dir() / "reports")
+            version, report = save(result, reports_dir=settings_of(ctx).reports_dir)
     except (StoreError, DatasetError) as exc:
         raise fail(str(exc)) from None
     if promote or (promote is None and model_store.read_active() is None):
@@ -255,17 +278,24 @@ def models_list() -> None:
 
 
 @models_app.command("show")
-def models_show(version: Annotated[str, typer.Argument(help="Version or 'latest'.")] = "latest"
-                ) -> None:
+def models_show(
+    version: Annotated[
+        str | None,
+        typer.Argument(help="Version or 'latest' (default: the active one, as the service "
+                       "serves it; the newest when none was promoted)."),
+    ] = None,
+) -> None:
     """A model's metadata as JSON."""
     from training_artifacts import model_store
 
     try:
-        model = model_store.get_model(version)
+        model = (model_store.active_or_latest() if version is None
+                 else model_store.get_model(version))
     except model_store.ModelStoreError as exc:
         raise fail(str(exc)) from None
-    print(json.dumps({"tag": str(model.tag), "path": model.path, **model.info.metadata},
-                     indent=2, default=str))
+    active = model_store.version_of(model) == model_store.read_active()
+    print(json.dumps({"tag": str(model.tag), "active": active, "path": model.path,
+                      **model_store.metadata_of(model)}, indent=2, default=str))
 
 
 @models_app.command("promote")
@@ -293,6 +323,7 @@ def models_delete(version: Annotated[str, typer.Argument(help="Version to delete
 
 @batch_app.command("run")
 def batch_run(
+    ctx: typer.Context,
     date: Annotated[
         str | None, typer.Option("--date", help="Session YYYY-MM-DD (default: the latest).")
     ] = None,
@@ -315,10 +346,12 @@ def batch_run(
         str | None, typer.Option("--model", help="Model version (default: the active one).")
     ] = None,
     chunk_size: Annotated[
-        int, typer.Option(help="Rows per call in --url mode (the runner's batch size).")
-    ] = 512,
+        int | None,
+        typer.Option(help="Rows per call in --url mode (default $VCP_MAX_BATCH_SIZE, the "
+                     "runner's batch size)."),
+    ] = None,
     api_key: Annotated[
-        str | None, typer.Option(envvar="VCP_API_KEY", help="X-API-Key for --url mode.")
+        str | None, typer.Option(help="X-API-Key for --url mode (default $VCP_API_KEY).")
     ] = None,
 ) -> None:
     """Score every stock listed on a date; write predictions.db, CSVs and a report."""
@@ -330,15 +363,24 @@ def batch_run(
         day = None if date is None else dt.date.fromisoformat(date)
     except ValueError:
         raise fail(f"--date {date!r} is not a date YYYY-MM-DD", code=2) from None
-    if chunk_size < 1:
+    if chunk_size is not None and chunk_size < 1:
         raise fail("--chunk-size must be at least 1", code=2)
-    cfg = BatchConfig(date=day, url=url, out_dir=out, predictions_db=db, market_db=market_db,
-                      model_version=model, chunk_size=chunk_size, api_key=api_key)
+    settings = settings_of(ctx)
+    cfg = BatchConfig(
+        market_db=market_db or settings.market_db_path,
+        predictions_db=db or settings.predictions_db_path,
+        out_dir=out or settings.outputs_dir,
+        date=day, url=url, model_version=model,
+        chunk_size=chunk_size or settings.max_batch_size,
+        api_key=api_key or settings.api_key, fail_at=settings.batch_fail_at,
+    )
     try:
         with progress_bar(total=5) as update:
             result = run_batch(cfg, progress=update)
     except BatchError as exc:
         raise fail(str(exc), code=exc.code) from None
+    if result.note:
+        console.print(f"note: {result.note}")
     conf = ", ".join(f"{k} {result.by_confidence.get(k, 0):,}" for k in ("HIGH", "MEDIUM", "LOW"))
     source = "SIMULATED data" if result.data_source == "simulated" else result.data_source
     print(f"batch {result.run_id}: {result.prediction_date} scored {result.n_scored:,} stocks "
@@ -350,8 +392,9 @@ def batch_run(
 
 
 def main() -> None:
+    settings = startup_settings()
     try:
-        app()
+        app(obj=settings)
     except KeyboardInterrupt:
         console.print("interrupted")
         sys.exit(130)

@@ -13,18 +13,16 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import date
+from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from features import FEATURES, FeatureResult, compute_features_at
 from features.vector import HISTORY_WINDOW
-from market.master import StockMaster
+from inference.errors import MarketDataLoading, NoPriceData, NotScoreable
+from inference.sessions import Session, day, resolve_session
+from market.master import Stock, StockMaster
 from market.store import MarketStore, Panel
-
-
-class DateOutOfRange(ValueError):
-    """The requested date is outside the stored data."""
 
 
 @dataclass
@@ -34,19 +32,29 @@ class DateFeatures:
     as_of: date
     dates: np.ndarray  # panel dates, to turn contraction column indices into dates
     result: FeatureResult
-    close: np.ndarray  # [n] last close, NaN when not traded
     row_of: dict[str, int]
 
     def row(self, isin: str) -> int | None:
         return self.row_of.get(isin)
 
-    def pattern(self, i: int) -> dict:
+    def scoreable_row(self, stock: Stock) -> int:
+        """The stock's row, if its features can be computed at this date."""
+        row = self.row_of.get(stock.isin)
+        if row is None:
+            raise NoPriceData(f"{stock.isin} has no price data in the store")
+        reason = self.result.reasons[row]
+        if reason is not None:
+            raise NotScoreable(f"{stock.nse_symbol or stock.bse_code or stock.isin} cannot be "
+                               f"scored on {self.as_of}: {reason}")
+        return row
+
+    def pattern(self, i: int) -> dict[str, Any]:
         raw = self.result.pattern(i)
         checks = raw.get("trend_template", {})
         return {
             "vcp_detected": raw["detected"],
             "contractions": [
-                {"start_date": _day(self.dates[s]), "end_date": _day(self.dates[e]),
+                {"start_date": day(self.dates[s]), "end_date": day(self.dates[e]),
                  "depth": round(d, 6)}
                 for s, e, d in raw["contractions"]
             ],
@@ -62,17 +70,12 @@ class DateFeatures:
                                                                                  strict=True)}
 
 
-def _day(d: np.datetime64) -> date:
-    return pd.Timestamp(d).date()
-
-
 def features_from_panel(panel: Panel) -> DateFeatures:
     result = compute_features_at(panel.open, panel.high, panel.low, panel.close, panel.volume)
     return DateFeatures(
         as_of=panel.as_of,
         dates=panel.dates,
         result=result,
-        close=panel.close[:, -1].copy(),
         row_of={isin: i for i, isin in enumerate(panel.isins)},
     )
 
@@ -119,28 +122,15 @@ class MarketSnapshot:
     def data_source(self) -> str:
         return self.meta.get("source", "unknown")
 
-    def date_range(self) -> tuple[date, date] | None:
-        if len(self.calendar) == 0:
-            return None
-        return _day(self.calendar[0]), _day(self.calendar[-1])
-
     # -- lookups -----------------------------------------------------------------------------
-    def resolve_date(self, wanted: date | None) -> date:
-        """The session to use for `wanted`: itself, or the last session before a holiday."""
+    def resolve(self, wanted: date | None) -> Session:
+        """The session for `wanted` (see inference.sessions for the date policy)."""
         if self.latest is None:
-            raise RuntimeError("market data not loaded")
-        if wanted is None:
-            return self.latest.as_of
-        first, last = self.date_range()
-        if wanted < first or wanted > last:
-            raise DateOutOfRange(
-                f"prediction_date {wanted} is outside the data: available {first} to {last}"
-            )
-        i = int(np.searchsorted(self.calendar, np.datetime64(wanted, "D"), side="right")) - 1
-        return _day(self.calendar[i])
+            raise MarketDataLoading("market data is still loading")
+        return resolve_session(self.calendar, wanted)
 
-    def at(self, wanted: date | None) -> DateFeatures:
-        as_of = self.resolve_date(wanted)
+    def at(self, as_of: date) -> DateFeatures:
+        """Features of every stock at the session `as_of` (computed once, then cached)."""
         with self._lock:
             hit = self._cache.get(as_of)
             if hit is not None:
@@ -164,4 +154,4 @@ class MarketSnapshot:
     def warm(self, sessions: int) -> None:
         """Precompute the most recent sessions (run in the background after start-up)."""
         for d in self.calendar[-sessions - 1:-1][::-1]:
-            self.at(_day(d))
+            self.at(day(d))

@@ -8,9 +8,13 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from features import FEATURES
-from serving.registry import ModelRegistry, ModelUnavailable, UnknownModelVersion
-from serving.schemas import MODEL_VERSION_PATTERN
-from training_artifacts.artifact import MODEL_NAME, ArtifactError
+from inference.errors import InferenceError
+from inference.registry import ModelRegistry
+from training_artifacts.artifact import MODEL_NAME
+
+# A model version as a BentoML tag accepts it (1-63 letters, digits or `._-`, alphanumeric at both
+# ends), optionally prefixed by the model name: anything else is a 422, not a store error.
+MODEL_VERSION_PATTERN = r"^(vcp_breakout:)?[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?$"
 
 # xgboost reads features as float32: a value beyond its range (or inf) would fail the whole
 # micro-batch, other callers' rows included, so it is refused at the boundary (400).
@@ -26,11 +30,14 @@ class ScoreRow(BaseModel):
 
 
 class ScoreResult(BaseModel):
+    """A probability and confidence, or an error: its message and kind (the name of an
+    `inference.errors` class, which callers map to a status or an exit code)."""
+
     probability: float | None = None
     confidence: str | None = None
     model_version: str | None = None
     error: str | None = None
-    status: int = 200
+    error_kind: str | None = None
 
 
 def to_matrix(rows: list[list[float | None]]) -> np.ndarray:
@@ -50,32 +57,24 @@ class ScoringCore:
         return p, model.artifact.confidence(p), model.version
 
     def score(self, rows: list[ScoreRow]) -> list[ScoreResult]:
-        """Score a micro-batch; rows pinned to different versions are grouped per version."""
-        out: list[ScoreResult | None] = [None] * len(rows)
+        """Score a micro-batch; rows pinned to different versions are scored per version.
+        Result i always answers row i: every row gets a score or its group's error."""
         groups: dict[str | None, list[int]] = {}
         for i, row in enumerate(rows):
             groups.setdefault(row.model_version, []).append(i)
+        results: dict[int, ScoreResult] = {}
         for version, idx in groups.items():
             try:
-                X = to_matrix([rows[i].features for i in idx])
-                p, conf, used = self.score_matrix(X, version)
-            except UnknownModelVersion as exc:
+                p, conf, used = self.score_matrix(to_matrix([rows[i].features for i in idx]),
+                                                  version)
+            except InferenceError as exc:
                 for i in idx:
-                    out[i] = ScoreResult(error=str(exc), status=404)
-                continue
-            except ArtifactError as exc:
-                for i in idx:
-                    out[i] = ScoreResult(error=f"model {version} cannot be loaded: {exc}",
-                                         status=422)
-                continue
-            except ModelUnavailable as exc:
-                for i in idx:
-                    out[i] = ScoreResult(error=str(exc), status=503)
+                    results[i] = ScoreResult(error=str(exc), error_kind=type(exc).__name__)
                 continue
             for j, i in enumerate(idx):
-                out[i] = ScoreResult(probability=float(p[j]), confidence=str(conf[j]),
-                                     model_version=used)
-        return [r for r in out if r is not None]
+                results[i] = ScoreResult(probability=float(p[j]), confidence=str(conf[j]),
+                                         model_version=used)
+        return [results[i] for i in range(len(rows))]
 
     def explain(self, row: ScoreRow, top: int = 8) -> dict[str, Any]:
         model = self.registry.get(row.model_version)

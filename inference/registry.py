@@ -14,21 +14,15 @@ import os
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from features import FEATURES
+from inference.errors import ModelLoadError, ModelUnavailable, UnknownModelVersion
 from training_artifacts import model_store
 from training_artifacts.artifact import ArtifactError, ModelArtifact, read_artifact
-
-
-class ModelUnavailable(RuntimeError):
-    """No model can be served (none trained, or every candidate failed to load)."""
-
-
-class UnknownModelVersion(LookupError):
-    pass
 
 
 @dataclass
@@ -48,7 +42,8 @@ class RegistryStats:
 
 
 class ModelRegistry:
-    def __init__(self, capacity: int = 3, check_interval: float = 1.0, on_event=None):
+    def __init__(self, capacity: int = 3, check_interval: float = 1.0,
+                 on_event: Callable[[str, str], None] | None = None):
         self.capacity = capacity
         self.check_interval = check_interval
         self._cache: OrderedDict[str, LoadedModel] = OrderedDict()
@@ -68,9 +63,12 @@ class ModelRegistry:
             model = model_store.get_model(version)
         except model_store.ModelStoreError as exc:
             raise UnknownModelVersion(str(exc)) from None
-        metadata = dict(model.info.metadata)
-        artifact = read_artifact(Path(model.path), metadata, FEATURES)
-        return LoadedModel(model.tag.version, artifact, metadata)
+        metadata = model_store.metadata_of(model)
+        try:
+            artifact = read_artifact(Path(model.path), metadata, FEATURES)
+        except ArtifactError as exc:
+            raise ModelLoadError(f"model {version} cannot be loaded: {exc}") from exc
+        return LoadedModel(model_store.version_of(model), artifact, metadata)
 
     def get(self, version: str | None = None) -> LoadedModel:
         """The model for `version` (pinned) or the active one; loads lazily, LRU-evicts."""
@@ -96,7 +94,7 @@ class ModelRegistry:
             self._on_event("miss", version)
             try:
                 loaded = self._load(version)
-            except ArtifactError as exc:
+            except ModelLoadError as exc:
                 self.stats.load_failures += 1
                 self.failures[version] = str(exc)
                 self._on_event("load_failure", version)
@@ -150,7 +148,7 @@ class ModelRegistry:
             wanted = model_store.read_active()
             candidates = [wanted] if wanted else []
             if not candidates:
-                candidates = [m.tag.version for m in model_store.list_models()]
+                candidates = [model_store.version_of(m) for m in model_store.list_models()]
             self._switch(candidates)
             return self._active
         finally:
@@ -160,14 +158,14 @@ class ModelRegistry:
         """Serve the first candidate that loads; while nothing is served yet, any stored
         version will do, newest first. A failed load never replaces a working model."""
         if self._active is None:
-            candidates = candidates + [m.tag.version for m in model_store.list_models()
-                                       if m.tag.version not in candidates]
+            stored = [model_store.version_of(m) for m in model_store.list_models()]
+            candidates = candidates + [v for v in stored if v not in candidates]
         for version in candidates:
             if version == self._active:
                 return
             try:
                 self.get(version)
-            except (ArtifactError, UnknownModelVersion) as exc:
+            except (ModelLoadError, UnknownModelVersion) as exc:
                 self.failures[version] = str(exc)
                 continue
             self._active = version

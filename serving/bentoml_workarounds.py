@@ -1,0 +1,224 @@
+"""Every workaround for a BentoML fault, each written for one BentoML version (WRITTEN_FOR,
+pinned in requirements.txt) and shown by a test in tests/test_bentoml_workarounds.py.
+
+* TIMEOUT_TIMERS: TimeoutMiddleware arms a timer (the 60 s traffic timeout) per request and
+  never cancels it; under load the garbage collector stalled on their contexts. Patches a
+  private class, so it is skipped on another version.
+* RUNNER_SESSION: the dependency client recycles its HTTP session every 100 requests / 300 s
+  and closes the old one under requests still in flight (a 500 under load): one session for
+  the life of the worker, through the public `runner_connection` service config.
+* RUNNER_RETRY: the dependency client does not retry a pooled keep-alive connection the
+  runner closed just as it was reused: retried here, on the public `to_async` proxy.
+* SHUTDOWN_DRAIN: `bentoml serve` stops every worker at once on SIGTERM, so the runner's
+  socket went while API requests in flight still needed it: an ASGI middleware holds the
+  runner's SIGTERM until it is idle (public `add_asgi_middleware`).
+* JSON_OUTPUT: a root-model output derives its media type from its JSON schema on every
+  response (about 15% of the runner's time): declared with the public `ContentType`.
+
+On another version each public-API workaround stays (it is valid there) and `apply()` warns,
+naming it: the tests then show whether its fault remains.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import bentoml
+from bentoml.validators import ContentType
+
+log = logging.getLogger("vcp.bentoml")
+drain_log = logging.getLogger("vcp.shutdown")
+
+WRITTEN_FOR = "1.4.40"
+
+
+@dataclass(frozen=True)
+class Workaround:
+    name: str
+    fault: str
+    patches_private_code: bool = False  # then skipped on another version
+    written_for: str = WRITTEN_FOR
+
+
+TIMEOUT_TIMERS = Workaround("TIMEOUT_TIMERS", "TimeoutMiddleware never cancels its timer",
+                            patches_private_code=True)
+RUNNER_SESSION = Workaround("RUNNER_SESSION", "session closed under requests in flight")
+RUNNER_RETRY = Workaround("RUNNER_RETRY", "no retry of a keep-alive connection closed on reuse")
+SHUTDOWN_DRAIN = Workaround("SHUTDOWN_DRAIN", "runner stops under API requests in flight")
+JSON_OUTPUT_TYPE = Workaround("JSON_OUTPUT", "output media type derived per response")
+WORKAROUNDS = (TIMEOUT_TIMERS, RUNNER_SESSION, RUNNER_RETRY, SHUTDOWN_DRAIN, JSON_OUTPUT_TYPE)
+
+
+def apply(installed: str | None = None) -> list[str]:
+    """Check each workaround against the installed BentoML (a warning for each written for
+    another version) and patch private code only on its own version. Returns the names of
+    the workarounds in force."""
+    installed = installed or bentoml.__version__
+    in_force = []
+    for w in WORKAROUNDS:
+        if installed != w.written_for:
+            log.warning("BentoML %s is installed; workaround %s was written for %s (%s) and is "
+                        "%s: run tests/test_bentoml_workarounds.py to see whether the fault "
+                        "remains", installed, w.name, w.written_for, w.fault,
+                        "off" if w.patches_private_code else "kept")
+            if w.patches_private_code:
+                continue
+        in_force.append(w.name)
+    if TIMEOUT_TIMERS.name in in_force:
+        _cancel_timeout_timers()
+    return in_force
+
+
+# -- JSON_OUTPUT: declare the media type, so it is not derived from the schema per response.
+JSON_OUTPUT = ContentType("application/json")
+
+# -- RUNNER_SESSION: one session for the life of the worker (`runner_connection` config).
+RUNNER_CONNECTION: dict[str, Any] = {"max_requests": 2**31 - 1, "max_age": 1e12}
+
+
+# -- TIMEOUT_TIMERS ----------------------------------------------------------------------------
+async def _timeout_call(self, scope, receive, send):
+    """BentoML 1.4.40's TimeoutMiddleware.__call__, plus `timer.cancel()` when the request
+    ends, so no timer (holding the request's context) outlives its request."""
+    if scope["type"] not in ("http", "websocket"):
+        return await self.app(scope, receive, send)
+    from starlette.responses import JSONResponse
+
+    loop = asyncio.get_running_loop()
+    waiter = loop.create_future()
+    timer = loop.call_later(self.timeout, self._set_timer_out, waiter)
+
+    async def _send(message):
+        if not waiter.done():
+            waiter.set_result(None)
+        await send(message)
+
+    fut = asyncio.ensure_future(self.app(scope, receive, _send), loop=loop)
+    try:
+        await waiter
+    except TimeoutError:
+        if fut.cancel():
+            resp = JSONResponse(
+                {"error": f"Not able to process the request in {self.timeout} seconds"},
+                status_code=504,
+            )
+            await resp(scope, receive, send)
+    else:
+        await fut
+    finally:
+        timer.cancel()
+
+
+# What each patch replaced, so a test can show the upstream fault beside the fix.
+UPSTREAM: dict[str, Any] = {}
+
+
+def _cancel_timeout_timers() -> None:
+    from bentoml._internal.server.http import traffic
+
+    UPSTREAM.setdefault("TimeoutMiddleware.__call__", traffic.TimeoutMiddleware.__call__)
+    traffic.TimeoutMiddleware.__call__ = _timeout_call  # type: ignore[method-assign]
+
+
+# -- RUNNER_RETRY ------------------------------------------------------------------------------
+class RetryingRunnerClient:
+    """Async calls to a dependency service through BentoML's proxy, retried on a connection
+    error: every runner call is side-effect free (reload only re-reads the pointer)."""
+
+    ATTEMPTS = 3
+
+    def __init__(self, proxy: Any) -> None:
+        self.proxy = proxy
+
+    async def _call(self, name: str, *args: Any) -> Any:
+        for attempt in range(self.ATTEMPTS):
+            try:
+                return await getattr(self.proxy.to_async, name)(*args)
+            except aiohttp.ClientConnectionError:
+                if attempt == self.ATTEMPTS - 1:
+                    raise
+                await asyncio.sleep(0.01 * (attempt + 1))
+
+    async def score(self, rows: Any) -> Any:
+        return await self._call("score", rows)
+
+    async def explain(self, row: Any) -> Any:
+        return await self._call("explain", row)
+
+    async def status(self) -> Any:
+        return await self._call("status")
+
+    async def reload(self) -> Any:
+        return await self._call("reload")
+
+
+# -- SHUTDOWN_DRAIN ----------------------------------------------------------------------------
+class ShutdownDrainMiddleware:
+    """Keeps a dependency service (the model runner) answering for a while after SIGTERM.
+
+    The API workers stop accepting and finish the requests in flight, but those still call
+    the runner, whose uvicorn would close its socket at once. With this middleware the
+    runner's SIGTERM is held back until it has been quiet (no request in flight, none for
+    `quiet` seconds) after at least `min_wait` seconds, or `max_wait` seconds passed; then
+    uvicorn's own handler runs and the worker drains and exits as usual. Installed when the
+    ASGI lifespan starts, that is after uvicorn has installed its signal handlers.
+    """
+
+    def __init__(self, app, min_wait: float, max_wait: float, quiet: float = 1.0):
+        self.app = app
+        self.min_wait = min_wait
+        self.max_wait = max_wait
+        self.quiet = quiet
+        self.inflight = 0
+        self.last_seen = time.monotonic()
+        self._installed = False
+        self._term_at: float | None = None
+
+    def _install(self) -> None:
+        if self._installed or threading.current_thread() is not threading.main_thread():
+            return
+        self._installed = True
+        previous = signal.getsignal(signal.SIGTERM)
+        if not callable(previous):
+            return
+
+        def wait_then_exit(sig, frame, term_at: float) -> None:
+            while True:
+                now = time.monotonic()
+                waited = now - term_at
+                idle = self.inflight == 0 and now - self.last_seen >= self.quiet
+                if waited >= self.max_wait or (waited >= self.min_wait and idle):
+                    break
+                time.sleep(0.05)
+            drain_log.info("drained after %.1f s: stopping", time.monotonic() - term_at)
+            previous(sig, frame)
+
+        def on_term(sig, frame) -> None:
+            if self._term_at is not None:
+                return  # already draining
+            self._term_at = time.monotonic()
+            drain_log.info("SIGTERM: serving the API workers' requests while they drain")
+            threading.Thread(target=wait_then_exit, args=(sig, frame, self._term_at),
+                             daemon=True, name="vcp-drain").start()
+
+        signal.signal(signal.SIGTERM, on_term)
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "lifespan":
+            self._install()
+            return await self.app(scope, receive, send)
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        self.inflight += 1
+        try:
+            return await self.app(scope, receive, send)
+        finally:
+            self.inflight -= 1
+            self.last_seen = time.monotonic()

@@ -1,0 +1,216 @@
+"""Each BentoML workaround beside the upstream fault it covers, on the BentoML version it was
+written for (serving/bentoml_workarounds.py). On another version the fault tests are skipped
+with the reason: re-check each fault there before moving the pin. The shutdown drain is shown
+end to end by tests/test_shutdown.py (SIGTERM under a request in flight)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import aiohttp
+import bentoml
+import pytest
+
+from inference.scoring import ScoreResult
+from serving import bentoml_workarounds as fixes
+
+ROOT = Path(__file__).resolve().parent.parent
+on_written_version = pytest.mark.skipif(
+    bentoml.__version__ != fixes.WRITTEN_FOR,
+    reason=f"the faults were shown on BentoML {fixes.WRITTEN_FOR}, "
+           f"{bentoml.__version__} is installed")
+
+
+def test_the_pin_is_the_version_the_workarounds_were_written_for():
+    pins = [line.strip() for line in (ROOT / "requirements.txt").read_text().splitlines()
+            if line.startswith("bentoml")]
+    assert pins == [f"bentoml=={fixes.WRITTEN_FOR}"]
+
+
+# -- TIMEOUT_TIMERS ----------------------------------------------------------------------------
+def _timeout_middleware():
+    from bentoml._internal.server.http import traffic
+
+    return traffic
+
+
+async def _ok_app(scope, receive, send):
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"{}"})
+
+
+def _one_request(call, app=_ok_app, timeout: float = 60.0) -> tuple[int, int]:
+    """Status of one request through TimeoutMiddleware.__call__ = `call`, and the timeout
+    timers still pending on the loop once it has been answered."""
+
+    async def main() -> tuple[int, int]:
+        mw = _timeout_middleware().TimeoutMiddleware(app, timeout=timeout)
+        sent: list[dict] = []
+
+        async def send(message):
+            sent.append(message)
+
+        async def receive():
+            return {"type": "http.request", "body": b""}
+
+        await call(mw, {"type": "http", "path": "/", "method": "GET"}, receive, send)
+        loop = asyncio.get_running_loop()
+        pending = [h for h in loop._scheduled  # type: ignore[attr-defined]
+                   if not h.cancelled()
+                   and getattr(h._callback, "__name__", "") == "_set_timer_out"]
+        return sent[0]["status"], len(pending)
+
+    return asyncio.run(main())
+
+
+def _upstream_timeout_call():
+    traffic = _timeout_middleware()
+    return fixes.UPSTREAM.get("TimeoutMiddleware.__call__", traffic.TimeoutMiddleware.__call__)
+
+
+@on_written_version
+def test_timeout_timers_fault_and_fix():
+    # Upstream: the request is answered, yet its 60 s timer (and its context) stays armed.
+    assert _one_request(_upstream_timeout_call()) == (200, 1)
+    # Fixed: no timer outlives its request.
+    assert _one_request(fixes._timeout_call) == (200, 0)
+
+
+def test_the_fixed_timeout_still_answers_504():
+    async def slow_app(scope, receive, send):
+        await asyncio.sleep(1)
+
+    assert _one_request(fixes._timeout_call, slow_app, timeout=0.05) == (504, 0)
+
+
+def test_on_another_version_the_patch_is_off_and_says_so(monkeypatch, caplog):
+    traffic = _timeout_middleware()
+    upstream = _upstream_timeout_call()
+    monkeypatch.setattr(traffic.TimeoutMiddleware, "__call__", upstream)
+    with caplog.at_level(logging.WARNING, logger="vcp.bentoml"):
+        in_force = fixes.apply(installed="1.9.0")
+    assert traffic.TimeoutMiddleware.__call__ is upstream
+    assert "TIMEOUT_TIMERS" not in in_force
+    assert set(in_force) == {w.name for w in fixes.WORKAROUNDS} - {"TIMEOUT_TIMERS"}
+    warned = [r.getMessage() for r in caplog.records]
+    assert len(warned) == len(fixes.WORKAROUNDS)
+    assert any("workaround TIMEOUT_TIMERS was written for 1.4.40" in m and "is off" in m
+               for m in warned)
+    assert any("RUNNER_SESSION" in m and "is kept" in m for m in warned)
+
+
+def test_on_its_own_version_everything_is_in_force_silently(monkeypatch, caplog):
+    traffic = _timeout_middleware()
+    monkeypatch.setattr(traffic.TimeoutMiddleware, "__call__", _upstream_timeout_call())
+    with caplog.at_level(logging.WARNING, logger="vcp.bentoml"):
+        in_force = fixes.apply(installed=fixes.WRITTEN_FOR)
+    assert in_force == [w.name for w in fixes.WORKAROUNDS] and not caplog.records
+    assert traffic.TimeoutMiddleware.__call__ is fixes._timeout_call
+
+
+# -- RUNNER_SESSION ----------------------------------------------------------------------------
+async def _session_under_a_request_in_flight(**connection) -> tuple[bool, int | None]:
+    """One slow request on the runner client's session while the worker sends 101 more:
+    was that session closed under the request, and what did the request get?"""
+    from _bentoml_impl.client.proxy2 import SessionManager
+
+    started, release = asyncio.Event(), asyncio.Event()
+
+    async def slow_runner(scope, receive, send):
+        if scope["type"] != "http":
+            return
+        started.set()
+        await release.wait()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    manager = SessionManager("http://runner", timeout=10, headers={}, app=slow_runner,
+                             **connection)
+    session = await manager.get_session()
+    in_flight = asyncio.create_task(session.get("/score"))
+    await started.wait()
+    for _ in range(101):  # the worker's next requests each ask for the session
+        await manager.get_session()
+    closed = session.closed
+    release.set()
+    try:
+        status: int | None = (await in_flight).status
+    except (aiohttp.ClientError, RuntimeError):
+        status = None
+    await manager.close()
+    return closed, status
+
+
+@on_written_version
+def test_runner_session_fault_and_fix():
+    # Upstream defaults (100 requests / 300 s): the session goes under the request in flight.
+    closed, status = asyncio.run(_session_under_a_request_in_flight())
+    assert closed and status is None
+    # With the runner_connection the runner service is declared with: it stays.
+    closed, status = asyncio.run(_session_under_a_request_in_flight(**fixes.RUNNER_CONNECTION))
+    assert not closed and status == 200
+
+
+def test_the_runner_service_is_declared_with_the_fixes():
+    import service
+
+    assert service.ModelRunner.config["runner_connection"] == fixes.RUNNER_CONNECTION
+    for svc in (service.ModelRunner, service.VcpApi):
+        for name, method in svc.apis.items():
+            assert method.output_spec.media_type == "application/json", name
+
+
+# -- RUNNER_RETRY ------------------------------------------------------------------------------
+class _FlakyProxy:
+    def __init__(self, failures: int):
+        self.failures, self.calls = failures, 0
+        self.to_async = self
+
+    async def status(self):
+        self.calls += 1
+        if self.calls <= self.failures:
+            raise aiohttp.ServerDisconnectedError()
+        return {"active": "v1"}
+
+
+def test_a_connection_closed_on_reuse_is_retried():
+    proxy = _FlakyProxy(failures=2)
+    assert asyncio.run(fixes.RetryingRunnerClient(proxy).status()) == {"active": "v1"}
+    assert proxy.calls == 3
+    always = _FlakyProxy(failures=99)
+    with pytest.raises(aiohttp.ServerDisconnectedError):
+        asyncio.run(fixes.RetryingRunnerClient(always).status())
+    assert always.calls == fixes.RetryingRunnerClient.ATTEMPTS
+
+
+# -- JSON_OUTPUT -------------------------------------------------------------------------------
+@on_written_version
+def test_output_media_type_fault_and_fix(monkeypatch):
+    @bentoml.service(name="vcp_probe")
+    class Probe:
+        @bentoml.api
+        def plain(self) -> list[ScoreResult]:
+            return []
+
+        @bentoml.api
+        def declared(self) -> Annotated[list[ScoreResult], fixes.JSON_OUTPUT]:
+            return []
+
+    builds = {}
+    for name in ("plain", "declared"):
+        spec = Probe.apis[name].output_spec
+        original = spec.model_json_schema
+        builds[name] = 0
+
+        def counting(*args, _name=name, _original=original, **kwargs):
+            builds[_name] += 1
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(spec, "model_json_schema", counting)
+        for _ in range(3):  # three responses
+            assert spec.mime_type() == "application/json"
+    # Upstream: the schema is rebuilt for every response; declared: never.
+    assert builds == {"plain": 3, "declared": 0}
