@@ -279,3 +279,110 @@ def test_no_model_fails_with_a_message(small_store, paths, tmp_path):
     proc = cli(*args_for(small_store, paths), env={"BENTOML_HOME": str(tmp_path / "empty")})
     assert proc.returncode == 1
     assert "no model" in message(proc) and "vcp train" in message(proc)
+
+
+# -- issue 17: a full disk, a read-only folder, a crash after the commit, a broken model -------
+def _private_mounts(script: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    """`script` (sh) as root of its own mount namespace: what it mounts vanishes with it."""
+    return subprocess.run(["unshare", "--user", "--map-root-user", "--mount", "sh", "-c",
+                           script], capture_output=True, text=True, timeout=timeout,
+                          cwd=ROOT, env={**os.environ, **QUIET})
+
+
+def _can_mount(tmp_path) -> bool:
+    probe = tmp_path / "probe"
+    probe.mkdir()
+    try:
+        return _private_mounts(f"mount -t tmpfs -o size=64k tmpfs {probe}", 30).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
+def _after_a_failed_run(paths, before, day: str, cause: str) -> None:
+    """Nothing of the failed run is published; its journal row is failed with `cause`."""
+    assert _snapshot(paths) == before  # same files byte for byte, same rows
+    assert not [p for p in paths["out"].iterdir() if p.name.startswith(".")]
+    runs = db_rows(paths["db"], "batch_runs")
+    assert [r["status"] for r in runs] == ["succeeded", "failed"]
+    assert cause in runs[1]["error"], runs[1]["error"]
+    assert db_rows(paths["db"], "pending_files") == []
+
+
+def test_a_full_disk_at_commit_publishes_nothing(small_store, quick_model, paths, tmp_path):
+    """The predictions database on a tiny tmpfs with room for the run's journal row but not
+    its predictions: the commit fails, and no file moves (they used to be renamed first)."""
+    if not _can_mount(tmp_path):
+        pytest.skip("no private mount namespace here; test_an_injected_full_database_... "
+                    "covers the same path")
+    good = run_batch(config_for(small_store, paths))
+    before = _snapshot(paths)
+    disk, saved = tmp_path / "disk", tmp_path / "saved"
+    disk.mkdir()
+    saved.mkdir()
+    args = " ".join(args_for(small_store, {**paths, "db": disk / "predictions.db"}))
+    script = f"""
+set -e
+mount -t tmpfs -o size=512k tmpfs {disk}
+cp {paths['db']} {disk}/predictions.db
+free=$(df -k --output=avail {disk} | tail -1)
+dd if=/dev/zero of={disk}/filler bs=1k count=$((free - 64)) 2>/dev/null
+set +e
+{sys.executable} -m vcp batch run {args}
+echo $? > {saved}/rc
+cp {disk}/predictions.db* {saved}/
+"""
+    proc = _private_mounts(script)
+    assert (saved / "rc").read_text().strip() == "1", proc.stdout + proc.stderr
+    assert "database or disk is full" in message(proc)
+    assert "no transaction is active" not in message(proc)
+    _after_a_failed_run({**paths, "db": saved / "predictions.db"}, before, good.prediction_date,
+                        "database or disk is full")
+
+
+def test_an_injected_full_database_publishes_nothing(small_store, quick_model, paths):
+    """Where no tmpfs can be mounted: the database is capped at its size (SQLite's own
+    max_page_count), so a run for another date, which needs new pages, fails as on a full
+    disk, with SQLite's own error."""
+    run_batch(config_for(small_store, paths, date=small_store.calendar()[-2].astype(object)))
+    before = _snapshot(paths)
+    proc = cli(*args_for(small_store, paths), env={"VCP_BATCH_FAIL_AT": "db-full"})
+    assert proc.returncode == 1
+    assert ("writing the predictions database failed: database or disk is full"
+            in message(proc))
+    _after_a_failed_run(paths, before, "", "database or disk is full")
+
+
+def test_a_read_only_output_folder_is_blamed_not_the_database(small_store, quick_model, paths,
+                                                              tmp_path):
+    if not _can_mount(tmp_path):
+        pytest.skip("no private mount namespace here (and root ignores file permissions)")
+    paths["out"].mkdir()
+    args = " ".join(args_for(small_store, paths))
+    script = f"""
+mount -t tmpfs -o ro,size=64k tmpfs {paths['out']}
+{sys.executable} -m vcp batch run {args}
+"""
+    proc = _private_mounts(script)
+    assert proc.returncode == 1, message(proc)
+    assert "writing the outputs failed: [Errno 30] Read-only file system" in message(proc)
+    assert "predictions database" not in message(proc)
+    runs = db_rows(paths["db"], "batch_runs")
+    assert [r["status"] for r in runs] == ["failed"]  # was left 'running'
+    assert "Read-only file system" in runs[0]["error"]
+
+
+def test_a_run_killed_after_its_commit_is_published_by_the_next(small_store, quick_model,
+                                                                 paths):
+    proc = cli(*args_for(small_store, paths), env={"VCP_BATCH_FAIL_AT": "publish-kill"})
+    assert proc.returncode == -9
+    runs = db_rows(paths["db"], "batch_runs")
+    assert [r["status"] for r in runs] == ["succeeded"]  # committed
+    assert not [p for p in paths["out"].iterdir() if not p.name.startswith(".")]
+    pending = db_rows(paths["db"], "pending_files")
+    assert len(pending) == 3 and all(Path(p["tmp"]).exists() for p in pending)
+    second = run_batch(config_for(small_store, paths))  # replays the renames first
+    assert db_rows(paths["db"], "pending_files") == []
+    assert not [p for p in paths["out"].iterdir() if p.name.startswith(".")]
+    assert {p.name for p in paths["out"].iterdir()} == {p.name for p in
+                                                        second.files.values()}
+    assert [r["status"] for r in db_rows(paths["db"], "batch_runs")] == ["succeeded"] * 2
