@@ -386,3 +386,26 @@ def test_a_run_killed_after_its_commit_is_published_by_the_next(small_store, qui
     assert {p.name for p in paths["out"].iterdir()} == {p.name for p in
                                                         second.files.values()}
     assert [r["status"] for r in db_rows(paths["db"], "batch_runs")] == ["succeeded"] * 2
+
+
+def test_the_batch_scores_with_the_active_model_or_not_at_all(small_store, quick_model, paths):
+    from tests.models import clone_model
+    from training_artifacts import model_store
+
+    bad = clone_model(quick_model[0], corrupt=True)
+    model_store.write_active(bad)
+    try:
+        proc = cli(*args_for(small_store, paths))
+        assert proc.returncode == 1  # was 0, scored with another model
+        assert (f"the active model {bad} cannot be used: model {bad} cannot be loaded: its "
+                "files are damaged or incomplete: XGBoostError. Promote a working version"
+                in message(proc))
+        assert not paths["out"].exists() or not list(paths["out"].iterdir())
+        pinned = cli(*args_for(small_store, paths, "--model", quick_model[0]))
+        assert pinned.returncode == 0, message(pinned)
+        assert f"model {quick_model[0]}" in message(pinned)
+    finally:
+        model_store.write_active(quick_model[0])
+        import bentoml
+
+        bentoml.models.delete(f"vcp_breakout:{bad}")
