@@ -11,7 +11,15 @@ from __future__ import annotations
 
 import functools
 import os
+import re
+from collections.abc import Iterable
 from typing import Any
+
+# Paths every BentoML HTTP service answers, and the mounts below which any path is one label.
+BENTOML_ROUTES = ("/", "/docs.json", "/schema.json", "/metrics", "/livez", "/readyz",
+                  "/healthz")
+BENTOML_MOUNTS = ("/static_content/", "/assets/")
+UNMATCHED = "<unmatched>"
 
 
 @functools.cache
@@ -74,3 +82,40 @@ def exposition() -> str:
     else:
         registry = prometheus_client.REGISTRY
     return prometheus_client.generate_latest(registry).decode()
+
+
+class RouteLabels:
+    """The `endpoint` label of a request path: the route template it matches
+    (`/api/v1/predict`, `/models/{version}`), `<prefix>{path}` below a static mount, else the
+    one label `<unmatched>`, so made-up paths cannot add metric series."""
+
+    def __init__(self, templates: Iterable[str], mounts: Iterable[str] = BENTOML_MOUNTS):
+        self.exact: set[str] = set()
+        self.patterns: list[tuple[re.Pattern[str], str]] = []
+        self.mounts = tuple(mounts)
+        self.add(templates)
+
+    def add(self, templates: Iterable[str]) -> None:
+        for template in templates:
+            if "{" not in template:
+                self.exact.add(template)
+                continue
+            regex = re.sub(r"\\\{[^}]+\\\}", "[^/]+", re.escape(template))
+            self.patterns.append((re.compile(f"^{regex}$"), template))
+
+    def __call__(self, path: str) -> str:
+        if path in self.exact:
+            return path
+        for pattern, template in self.patterns:
+            if pattern.match(path):
+                return template
+        for mount in self.mounts:
+            if path.startswith(mount):
+                return mount + "{path}"
+        return UNMATCHED
+
+
+def route_templates(app: Any, prefix: str) -> list[str]:
+    """The path templates of a mounted ASGI app's routes (FastAPI/Starlette), under `prefix`."""
+    return [prefix + route.path for route in getattr(app, "routes", ())
+            if isinstance(getattr(route, "path", None), str)]
