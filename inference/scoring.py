@@ -20,8 +20,9 @@ log = logging.getLogger("vcp.scoring")
 MODEL_VERSION_PATTERN = model_store.VERSION_PATTERN
 
 # xgboost reads features as float32: a value beyond its range (or inf) would fail the whole
-# micro-batch, other callers' rows included, so it is refused at the boundary (400).
-FeatureValue = Annotated[float, Field(ge=-1e38, le=1e38, allow_inf_nan=False)]
+# micro-batch, other callers' rows included, so it is refused at the boundary (400). Strict:
+# a JSON number or null, never true/false or a numeric string.
+FeatureValue = Annotated[float, Field(ge=-1e38, le=1e38, allow_inf_nan=False, strict=True)]
 
 
 class ScoreRow(BaseModel):

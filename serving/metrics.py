@@ -40,6 +40,14 @@ def _metrics() -> dict[str, Any]:
         "active_model": m.Gauge(
             name="vcp_active_model_info", documentation="Active model version (info, value 1)",
             labelnames=["model", "version"], multiprocess_mode="livemax"),
+        "date_cache_bytes": m.Gauge(
+            name="vcp_date_cache_bytes",
+            documentation="Bytes held by the cached dates other than the latest "
+                          "(all API workers; each bounded by VCP_DATE_CACHE_MB)",
+            multiprocess_mode="livesum"),
+        "date_cache_dates": m.Gauge(
+            name="vcp_date_cache_dates", documentation="Dates in memory (all API workers)",
+            multiprocess_mode="livesum"),
     }
 
 
@@ -55,6 +63,11 @@ def registry_event(event: str, version: str) -> None:
     _metrics()["model_events"].labels(event=event).inc()
     if event == "switch":
         set_active_model(version)
+
+
+def date_cache(nbytes: int, dates: int) -> None:
+    _metrics()["date_cache_bytes"].set(nbytes)
+    _metrics()["date_cache_dates"].set(dates)
 
 
 _last_active: list[str] = []

@@ -47,6 +47,7 @@ def running_server(market_db: Path, env: dict[str, str] | None = None, timeout: 
                 raise RuntimeError(f"server not ready in {timeout} s; see {log.name}")
             time.sleep(0.3)
         proc.url = url  # type: ignore[attr-defined]
+        proc.log_path = Path(log.name)  # type: ignore[attr-defined]
         yield proc
     finally:
         if proc.poll() is None:
@@ -56,3 +57,17 @@ def running_server(market_db: Path, env: dict[str, str] | None = None, timeout: 
             except subprocess.TimeoutExpired:
                 proc.kill()
         log.close()
+
+
+def api_worker_rss_mb(proc: subprocess.Popen) -> float:
+    """Resident memory (MB) of the server's API worker processes (not the model runner)."""
+    import psutil
+
+    total = 0.0
+    for child in psutil.Process(proc.pid).children(recursive=True):
+        try:
+            if "--service-name vcp_api" in " ".join(child.cmdline()):
+                total += child.memory_info().rss / 2**20
+        except psutil.Error:
+            continue
+    return total
