@@ -112,3 +112,38 @@ def synthetic_vcp(seed: int = 0, depths: tuple[float, ...] = (0.26, 0.13, 0.06),
         "extended": False,
     }
     return Bars(days, open_, high, low, close, volume), setup
+
+
+SYMBOLS = ["RAUTGO", "KARIVEN", "VIKTEK", "M&M", "BAJAJ-AUTO", None, "SHAMIRA", "ZENLO",
+           "PRATISU", "DHANIYAN", "KORSAVE", "UTLIGO"]
+
+
+def report_rows(n_setups: int = 12, n_near: int = 3, simulated: bool = True):
+    """Setup and near-setup rows of a daily HTML report, each with a thumbnail of a
+    constructed base (every third stock BSE-only)."""
+    from batch.html_report import NearSetupRow, SetupRow, thumbnail_png
+
+    setups, near = [], []
+    for i in range(n_setups + n_near):
+        depths = ((0.30, 0.15, 0.07), (0.24, 0.11, 0.05, 0.03), (0.20, 0.08))[i % 3]
+        bars, setup = synthetic_vcp(seed=10 + i, depths=depths, breakout=i % 4 == 0,
+                                    price=60.0 + 37 * i)
+        symbol = SYMBOLS[i % len(SYMBOLS)] if i % 3 else None
+        code, isin = f"7{i:05d}", f"INEZ{i:07d}0"
+        name = f"{(symbol or 'Bseonly').title()} Industries (simulated)"
+        title = f"{symbol or code}  {name}"
+        if i < n_setups:
+            png = thumbnail_png(*bars.arrays(), setup, None, title, simulated)
+            setups.append(SetupRow(
+                rank=i + 1, isin=isin, nse_symbol=symbol, bse_code=code, name=name,
+                footprint=setup["footprint"], pivot=setup["pivot"], stop=setup["stop"],
+                risk_pct=setup["risk_pct"], probability=0.71 - 0.03 * i,
+                confidence=("HIGH", "MEDIUM", "LOW")[min(i // 4, 2)],
+                close=float(bars.close[-1]), sector="Industrials", breakout=setup["breakout"],
+                chart_png=png))
+        else:
+            why = "last contraction 14% deep, more than 12% allowed"
+            png = thumbnail_png(*bars.arrays(), None, why, title, simulated)
+            near.append(NearSetupRow(isin=isin, nse_symbol=symbol, bse_code=code, name=name,
+                                     why_not=why, close=float(bars.close[-1]), chart_png=png))
+    return setups, near
