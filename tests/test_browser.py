@@ -7,6 +7,7 @@ Screenshots are saved in the test's temp folder (the path is printed; `pytest -s
 
 from __future__ import annotations
 
+import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -164,6 +165,26 @@ def test_daily_report_opens_offline_with_its_charts(browser, tmp_path):
         width = page.page.evaluate("document.documentElement.scrollWidth")
         assert width <= 1280  # no sideways scrolling at a 1280 px window
         page.shot(tmp_path / "report.png")
+        assert page.problems == []
+    finally:
+        page.close()
+
+
+def test_training_report_tables_fit_a_1000px_page(browser, quick_model, tmp_path):
+    report = tmp_path / "training_report.html"
+    report.write_text(quick_model[1].report_html, encoding="utf-8")
+    page = Page(browser, report.as_uri())
+    try:
+        tables = page.page.eval_on_selector_all("table", """els => els.map(t => {
+            const r = t.getBoundingClientRect();
+            return [Math.ceil(t.scrollWidth), Math.ceil(r.width)];
+        })""")
+        assert len(tables) >= 4
+        assert all(scroll <= 1000 and width <= 1000 for scroll, width in tables), tables
+        cells = page.page.eval_on_selector_all("td", "els => els.map(e => e.textContent)")
+        floats_for_ints = [c for c in cells if re.fullmatch(r"\d[\d,]*\.0+", c.strip())]
+        assert floats_for_ints == []  # counts print as integers (7,460, not 7460.0000)
+        page.shot(tmp_path / "training_report.png")
         assert page.problems == []
     finally:
         page.close()
