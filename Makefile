@@ -88,6 +88,7 @@ bench: model
 	$(PYTHON) benchmarks/bench_features.py
 	$(PYTHON) benchmarks/bench_batch.py
 	$(PYTHON) benchmarks/bench_service.py
+	$(PYTHON) benchmarks/bench_charts.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
