@@ -48,7 +48,9 @@ def _fmt(v: Any, integer: bool = False) -> str:
 
 
 def _table(rows: dict[str, dict[str, float]], metrics: list[str] = METRICS) -> str:
-    head = "".join(f"<th>{html.escape(LABELS.get(m, m))}</th>" for m in metrics)
+    # Each metric's key in the model metadata as the header's tooltip.
+    head = "".join(f"<th title='{html.escape(m)}'>{html.escape(LABELS.get(m, m))}</th>"
+                   for m in metrics)
     body = "".join(
         f"<tr><th>{html.escape(name)}</th>" + "".join(
             f"<td>{_fmt(vals.get(m), integer=m in INTEGER_METRICS)}</td>" for m in metrics)
