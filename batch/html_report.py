@@ -5,7 +5,7 @@ were not in the previous run; the near-setups (stocks that failed a late rule) w
 `why_not`; and the simulated-data banner when the store is simulated.
 
 `render_html_report` is a pure function of typed rows (`SetupRow`, `NearSetupRow`); the batch
-fills them from its setups and scores and renders the thumbnails with `thumbnail_png`.
+fills them from its setups and scores, with thumbnails from `inference.charts.render_thumbnail`.
 """
 
 from __future__ import annotations
@@ -18,8 +18,6 @@ from typing import Any
 from urllib.parse import quote
 
 import numpy as np
-
-from inference.charts import render_thumbnail
 
 TRADINGVIEW = "https://www.tradingview.com/chart/?symbol="
 
@@ -68,14 +66,6 @@ def tradingview_url(nse_symbol: str | None, bse_code: str | None) -> str | None:
     else:
         return None
     return TRADINGVIEW + quote(symbol, safe=":")
-
-
-def thumbnail_png(dates: np.ndarray, open_: np.ndarray, high: np.ndarray, low: np.ndarray,
-                  close: np.ndarray, volume: np.ndarray, setup: dict[str, Any] | None,
-                  why_not: str | None, title: str, simulated: bool) -> bytes:
-    """One stock's report thumbnail from its price rows (e.g. `panel.open[i]`, ...)."""
-    return render_thumbnail(dates, open_, high, low, close, volume, setup, why_not, title,
-                            simulated)
 
 
 # -- page --------------------------------------------------------------------------------------

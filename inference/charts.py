@@ -100,11 +100,14 @@ def render_setup_chart(
     return buf.getvalue()
 
 
-def render_thumbnail(*args: Any, **kwargs: Any) -> bytes:
-    """`render_setup_chart` at thumbnail size (for the daily HTML report)."""
-    kwargs.setdefault("width_px", THUMBNAIL.width_px)
-    kwargs.setdefault("height_px", THUMBNAIL.height_px)
-    return render_setup_chart(*args, **kwargs)
+def render_thumbnail(dates: Sequence[Any] | np.ndarray, open: np.ndarray,  # noqa: A002
+                     high: np.ndarray, low: np.ndarray, close: np.ndarray, volume: np.ndarray,
+                     setup: dict[str, Any] | None, why_not: str | None, title: str,
+                     simulated: bool) -> bytes:
+    """`render_setup_chart` at thumbnail size (520 x 320, for the daily HTML report)."""
+    return render_setup_chart(dates, open, high, low, close, volume, setup, why_not, title,
+                              simulated, width_px=THUMBNAIL.width_px,
+                              height_px=THUMBNAIL.height_px)
 
 
 # -- layout ------------------------------------------------------------------------------------

@@ -31,6 +31,7 @@ naming it: the tests then show whether its fault remains.
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 import re
 import signal
@@ -110,6 +111,7 @@ def replace_template_info(spec: dict[str, Any], info: dict[str, Any],
     HTML `<code>` in descriptions as Markdown, no `servers: [{url: "."}]` (the default is the
     server itself), and no component schema that nothing references (BentoML's task API
     schemas). Warns when BentoML's info no longer looks like its 1.4.40 template."""
+    spec = copy.deepcopy(spec)
     upstream = spec.get("info") or {}
     if ((upstream.get("contact") or {}).get("name") != TEMPLATE_CONTACT
             and TEMPLATE_TEXT not in str(upstream.get("description"))):

@@ -148,7 +148,7 @@ REDOC_HTML = b"""<!doctype html>
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <link rel="icon" href="data:,">
 <style>body{margin:0;padding:0}</style></head>
-<body><redoc spec-url="/openapi.json" hide-download-button="false"></redoc>
+<body><redoc spec-url="/openapi.json"></redoc>
 <script src="/redoc/redoc.standalone.js"></script></body></html>
 """
 

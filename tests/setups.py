@@ -121,7 +121,8 @@ SYMBOLS = ["RAUTGO", "KARIVEN", "VIKTEK", "M&M", "BAJAJ-AUTO", None, "SHAMIRA", 
 def report_rows(n_setups: int = 12, n_near: int = 3, simulated: bool = True):
     """Setup and near-setup rows of a daily HTML report, each with a thumbnail of a
     constructed base (every third stock BSE-only)."""
-    from batch.html_report import NearSetupRow, SetupRow, thumbnail_png
+    from batch.html_report import NearSetupRow, SetupRow
+    from inference.charts import render_thumbnail
 
     setups, near = [], []
     for i in range(n_setups + n_near):
@@ -133,7 +134,7 @@ def report_rows(n_setups: int = 12, n_near: int = 3, simulated: bool = True):
         name = f"{(symbol or 'Bseonly').title()} Industries (simulated)"
         title = f"{symbol or code}  {name}"
         if i < n_setups:
-            png = thumbnail_png(*bars.arrays(), setup, None, title, simulated)
+            png = render_thumbnail(*bars.arrays(), setup, None, title, simulated)
             setups.append(SetupRow(
                 rank=i + 1, isin=isin, nse_symbol=symbol, bse_code=code, name=name,
                 footprint=setup["footprint"], pivot=setup["pivot"], stop=setup["stop"],
@@ -143,7 +144,7 @@ def report_rows(n_setups: int = 12, n_near: int = 3, simulated: bool = True):
                 chart_png=png))
         else:
             why = "last contraction 14% deep, more than 12% allowed"
-            png = thumbnail_png(*bars.arrays(), None, why, title, simulated)
+            png = render_thumbnail(*bars.arrays(), None, why, title, simulated)
             near.append(NearSetupRow(isin=isin, nse_symbol=symbol, bse_code=code, name=name,
                                      why_not=why, close=float(bars.close[-1]), chart_png=png))
     return setups, near
