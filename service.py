@@ -21,12 +21,8 @@ from market.store import MarketStore
 from serving import bentoml_workarounds as fixes
 from serving import metrics
 from serving.api import ApiBackend, build_app
-from serving.http import (
-    ApiKeyMiddleware,
-    DocsAliasMiddleware,
-    JsonBodyMiddleware,
-    ProcessTimeMiddleware,
-)
+from serving.docs import DocsMiddleware
+from serving.http import ApiKeyMiddleware, JsonBodyMiddleware, ProcessTimeMiddleware
 from serving.ratelimit import RateLimitMiddleware
 from vcp.settings import startup_settings
 
@@ -138,7 +134,7 @@ runner_service.add_asgi_middleware(fixes.ShutdownDrainMiddleware,
                                    max_wait=settings.drain_max_seconds)
 
 # Outermost first: auth, then timing, then the rate limit (which needs the key auth found).
-api_service.add_asgi_middleware(DocsAliasMiddleware)
+api_service.add_asgi_middleware(DocsMiddleware)
 api_service.add_asgi_middleware(ApiKeyMiddleware, keys=settings.api_keys,
                                 admin_keys=settings.admin_keys)
 api_service.add_asgi_middleware(ProcessTimeMiddleware, on_response=lambda s, status: (
