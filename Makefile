@@ -7,7 +7,7 @@ export BENTOML_DO_NOT_TRACK := true
 # One model store under the data folder, for the CLI and `bentoml serve` alike.
 export BENTOML_HOME ?= $(or $(VCP_DATA_DIR),$(CURDIR)/data)/bentoml
 
-.PHONY: setup setup-dev demo-data model serve test lint bench train batch loadtest fuzz fuzz-full build containerize clean
+.PHONY: setup setup-dev browser demo-data model serve test lint bench train batch loadtest fuzz fuzz-full build containerize clean
 
 $(VENV)/.runtime: requirements.txt
 	test -x $(PYTHON) || $(PY) -m venv $(VENV)
@@ -26,7 +26,13 @@ setup-dev: $(VENV)/.dev
 demo-data: setup
 	$(PYTHON) -m vcp data demo
 
-test: setup-dev
+# Headless Chromium for tests/test_browser.py: Debian's package (a test tool's own browser
+# download cannot work here). Playwright drives it over CDP, so no chromedriver is needed.
+browser:
+	@command -v chromium >/dev/null || { apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
+test: setup-dev browser
 	$(PYTHON) -m pytest
 
 # Style and types of the project's packages (mypy's files and exceptions: pyproject.toml).
@@ -86,6 +92,7 @@ bench: model
 	$(PYTHON) benchmarks/bench_features.py
 	$(PYTHON) benchmarks/bench_batch.py
 	$(PYTHON) benchmarks/bench_service.py
+	$(PYTHON) benchmarks/bench_charts.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -24,10 +24,10 @@ from market.store import MarketStore
 from serving import bentoml_workarounds as fixes
 from serving import metrics
 from serving.api import ApiBackend, build_app
+from serving.docs import REDOC_FILES, DocsMiddleware
 from serving.http import (
     ApiKeyMiddleware,
     BodyLimitMiddleware,
-    DocsAliasMiddleware,
     HeadAsGetMiddleware,
     JsonBodyMiddleware,
     JsonErrorsMiddleware,
@@ -87,8 +87,8 @@ def _freeze_heap() -> None:
 
 
 api_app = build_app(lambda: bentoml.get_current_service().backend)
-fixes.apply(metrics_routes=[*metrics.route_templates(api_app, "/api/v1"), "/openapi.json",
-                            *DocsAliasMiddleware.PAGES],
+fixes.apply(metrics_routes=[*metrics.route_templates(api_app, "/api/v1"),
+                            *DocsMiddleware.SPEC_PATHS, *DocsMiddleware.PAGES, *REDOC_FILES],
             header_timeout=settings.header_timeout_seconds,
             trusted_proxies=settings.trusted_proxies)
 ScoreRows = Annotated[list[ScoreRow], Field(min_length=1, max_length=settings.max_batch_size)]
@@ -153,8 +153,9 @@ runner_service.add_asgi_middleware(fixes.ShutdownDrainMiddleware,
                                    max_wait=settings.drain_max_seconds)
 
 # Outermost first. HEAD is a GET without its body; every error is JSON; CORS preflights are
-# answered before any key is asked for; the spec is post-processed; bodies are bounded before
-# anything reads them; then auth, timing and the rate limit (which needs the key auth found).
+# answered before any key is asked for; the docs (whose spec BentoML's /docs.json gives, through
+# the spec transform); bodies are bounded before anything reads them; then auth, timing and the
+# rate limit (which needs the key auth found).
 api_service.add_asgi_middleware(HeadAsGetMiddleware)
 api_service.add_asgi_middleware(JsonErrorsMiddleware)
 if settings.cors_origins:
@@ -163,7 +164,7 @@ if settings.cors_origins:
         allow_methods=["GET", "HEAD", "POST", "OPTIONS"],
         allow_headers=["Content-Type", "X-API-Key", "Authorization"],
         expose_headers=["Retry-After", "X-Process-Time"], max_age=600)
-api_service.add_asgi_middleware(DocsAliasMiddleware)
+api_service.add_asgi_middleware(DocsMiddleware)
 api_service.add_asgi_middleware(SpecTransformMiddleware, transforms=[
     functools.partial(document_errors_and_keys, keys=bool(settings.api_keys or
                                                               settings.admin_keys),

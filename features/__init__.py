@@ -1,6 +1,14 @@
 """Pure, vectorized feature extraction for VCP breakout scoring (numpy only)."""
 
-from features.labels import LabelParams, LabelResult, triple_barrier_labels
+from features.labels import (
+    LabelParams,
+    LabelResult,
+    TradeParams,
+    TradeResult,
+    breakout_trades,
+    setup_trades,
+    triple_barrier_labels,
+)
 from features.vector import (
     FEATURE_DOCS,
     FEATURES,
@@ -11,6 +19,10 @@ from features.vector import (
 )
 
 __all__ = [
+    "TradeParams",
+    "TradeResult",
+    "breakout_trades",
+    "setup_trades",
     "FEATURES",
     "FEATURE_DOCS",
     "FeaturePanel",

@@ -9,9 +9,11 @@ relative), and a value at column D reads only columns <= D.
 
 "close" in the features is the last close at most 10 sessions old (forward-filled), SMAs average
 the raw closes; "simple ATR" averages true ranges (no Wilder smoothing, which has infinite memory).
+The VCP features come from the detector (``features.vcp``): NaN for stocks it does not examine
+(no base, not in stage 2, no prior advance), which are never setups.
 
 Scoreability at D: a stock needs a trade in the last STALE_AFTER (5) sessions and at least
-MIN_HISTORY (200) valid closes in the trailing HISTORY_WINDOW (400) sessions. Rows that are not
+MIN_HISTORY (200) valid closes in the trailing HISTORY_WINDOW (500) sessions. Rows that are not
 scoreable get all-NaN features; other rows may still have NaN features (xgboost handles them).
 """
 
@@ -24,33 +26,34 @@ import numpy as np
 
 from features import indicators as ind
 from features.trend_template import CRITERIA, SLOPE_LAG, trend_template
-from features.vcp import CLOSE_FFILL_LIMIT, VcpWindow, prepare_vcp_inputs, vcp_at
+from features.vcp import LOOKBACK as VCP_LOOKBACK
+from features.vcp import VcpDay, prepare_inputs, vcp_day
 
 FEATURE_DOCS: dict[str, str] = {
     "close_sma50": "close / SMA50(close) - 1",
     "close_sma150": "close / SMA150(close) - 1",
     "close_sma200": "close / SMA200(close) - 1",
     "sma50_sma150": "SMA50 / SMA150 - 1",
-    "sma150_sma200": "SMA150 / SMA200 - 1",
+    "market_trend_63": "log change over 63 sessions of the equal-weighted universe index",
     "sma200_slope21": "SMA200 today / SMA200 21 sessions ago - 1",
     "pct_above_52w_low": "close / min(low, 252 sessions) - 1",
     "pct_below_52w_high": "1 - close / max(high, 252 sessions)",
     "rs_rating": "IBD-style RS: 0.4*r63+0.2*r126+0.2*r189+0.2*r252 ranked 1..99 across stocks",
     "rs_line_slope63": "log change over 63 sessions of close / equal-weighted universe index",
     "trend_template_count": "number of Minervini trend-template criteria met (0..8)",
-    "contraction_count": "VCP contractions in the 120-session base (0 when no base)",
-    "first_depth": "depth of the first contraction, (max high - min low) / max high",
-    "last_depth": "depth of the last (in-progress) contraction",
+    "contraction_count": "contractions in the base (VCP detector)",
+    "first_depth": "depth of the first contraction: 1 - swing low / swing high",
+    "last_depth": "depth of the last contraction (in progress or just completed)",
     "mean_contraction_ratio": "mean of depth[i] / depth[i-1] over consecutive contractions",
     "base_length": "sessions from the base high to the date",
-    "dist_to_pivot": "close / pivot - 1, pivot = max high of the last contraction",
-    "volume_dryup_10_50": "SMA10(volume) / SMA50(volume)",
+    "dist_to_pivot": "close / pivot - 1, pivot = the high of the last contraction",
+    "contraction_dryup": "mean volume in the last contraction / 50-day average volume",
     "updown_volume_50": "volume on up closes / volume on down closes, 50 sessions",
     "rel_volume_50": "today's volume / SMA50(volume)",
     "atr14_pct": "simple ATR14 (mean true range, 14 sessions) / close",
     "atr10_atr50": "simple ATR10 / simple ATR50",
     "bbw_pctile_252": "percentile (0-100) of Bollinger width (20, 2 std)/SMA20 within 252 sessions",
-    "prior_runup": "base high / min low of the 60 sessions before the base high - 1",
+    "prior_advance": "base high / lowest low of the 126 sessions before it - 1",
     "log_traded_value_50": "mean of log(close x volume) over 50 sessions",
 }
 FEATURES: list[str] = list(FEATURE_DOCS)
@@ -63,25 +66,32 @@ VCP_FEATURES = (
     "mean_contraction_ratio",
     "base_length",
     "dist_to_pivot",
-    "prior_runup",
+    "prior_advance",
+    "contraction_dryup",
 )
 
-HISTORY_WINDOW = 400
+HISTORY_WINDOW = 500
 MIN_HISTORY = 200
 STALE_AFTER = 5
-MAX_LOOKBACK = 300  # oldest column any feature reads: bbw pctile 252 + band 20 (+ margins)
+CLOSE_FFILL_LIMIT = 10
+# Oldest column any feature reads: the VCP detector's base and prior advance (bbw pctile needs
+# 252 + 20).
+MAX_LOOKBACK = max(300, VCP_LOOKBACK)
 DEFAULT_BLOCK = 2048  # stocks per block for the per-stock rolling series (bounds memory)
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 class FeaturePanel(NamedTuple):
     """All-dates result: values [n, k, 25], scoreable [n, k], columns [k] (panel indices),
-    vcp_detected [n, k] (VCP rule met and scoreable)."""
+    vcp_detected [n, k] (a setup, and scoreable), and each setup's pivot and stop [n, k]
+    (NaN elsewhere)."""
 
     values: np.ndarray
     scoreable: np.ndarray
     columns: np.ndarray
     vcp_detected: np.ndarray
+    pivot: np.ndarray
+    stop: np.ndarray
 
 
 @dataclass
@@ -91,18 +101,20 @@ class FeatureResult:
     values: np.ndarray  # [n, 25] float64
     reasons: list[str | None]  # None when scoreable
     scoreable: np.ndarray  # [n] bool
-    column: int
-    vcp: VcpWindow
+    vcp: VcpDay  # the detector at the date (only scoreable stocks are examined)
     trend_checks: np.ndarray  # [8, n] bool, order of trend_template.CRITERIA
 
-    def pattern(self, i: int) -> dict:
-        """VCP detail (contraction column indices into the panel) and trend-template checks."""
-        out = self.vcp.pattern(i)
-        out["detected"] = out["detected"] and bool(self.scoreable[i])
-        out["trend_template"] = {
-            name: bool(self.trend_checks[j, i]) for j, name in enumerate(CRITERIA)
-        }
-        return out
+    def is_setup(self, i: int) -> bool:
+        return bool(self.scoreable[i] and self.vcp.detected[i])
+
+    def why_not(self, i: int) -> str | None:
+        """Why stock ``i`` is no setup: not scoreable, or the first VCP rule it fails."""
+        if not self.scoreable[i]:
+            return self.reasons[i]
+        return self.vcp.why_not(i)
+
+    def trend_template(self, i: int) -> dict[str, bool]:
+        return {name: bool(self.trend_checks[j, i]) for j, name in enumerate(CRITERIA)}
 
     def as_dict(self, i: int) -> dict[str, float]:
         return {name: float(self.values[i, j]) for j, name in enumerate(FEATURES)}
@@ -128,7 +140,7 @@ def _div(a, b):
         return a / b
 
 
-def _block_features(high, low, close, volume, cref, cols, rs, index_lr):
+def _block_features(high, low, close, volume, cref, cols, rs, index_lr, market_trend):
     """Non-VCP features of a block of stocks at ``cols``: (dict name -> [nb, k], checks)."""
     take = ind.take_cols
     c_now = take(cref, cols)
@@ -142,7 +154,6 @@ def _block_features(high, low, close, volume, cref, cols, rs, index_lr):
     checks, tt_count = trend_template(c_now, sma50, sma150, sma200, sma200_prev, low52, high52, rs)
 
     vsums = ind._cumsums(volume)
-    vol10 = ind.window_mean_at(volume, 10, cols, sums=vsums)
     vol50 = ind.window_mean_at(volume, 50, cols, sums=vsums)
     prev = ind.lag(cref, 1)
     vok = ~np.isnan(volume)
@@ -168,14 +179,13 @@ def _block_features(high, low, close, volume, cref, cols, rs, index_lr):
         "close_sma150": _ratio(c_now, sma150),
         "close_sma200": _ratio(c_now, sma200),
         "sma50_sma150": _ratio(sma50, sma150),
-        "sma150_sma200": _ratio(sma150, sma200),
+        "market_trend_63": np.broadcast_to(market_trend, c_now.shape),
         "sma200_slope21": _ratio(sma200, sma200_prev),
         "pct_above_52w_low": _ratio(c_now, low52),
         "pct_below_52w_high": -_ratio(c_now, high52),
         "rs_rating": rs,
         "rs_line_slope63": ind.rs_line_log_change_at(cref, index_lr, cols, 63),
         "trend_template_count": tt_count,
-        "volume_dryup_10_50": _div(vol10, vol50),
         "updown_volume_50": updown,
         "rel_volume_50": _div(take(volume, cols), vol50),
         "atr14_pct": _div(atr14, c_now),
@@ -202,12 +212,23 @@ def _status(close, cols):
     return last, cnt
 
 
-def _compute(high, low, close, volume, cols, block_size, dtype, detail):
+def _market_trend(index_lr: np.ndarray, cols: np.ndarray, k: int = 63) -> np.ndarray:
+    """Sum of the index's daily log returns over the k sessions ending at each column."""
+    cs = np.concatenate([[0.0], np.cumsum(index_lr)])
+    out = np.full(len(cols), np.nan)
+    ok = cols - k >= 0
+    out[ok] = cs[cols[ok] + 1] - cs[cols[ok] + 1 - k]
+    return out
+
+
+def _compute(high, low, close, volume, cols, block_size, dtype):
     n, t = close.shape
     k = len(cols)
     # Scoreability reads up to HISTORY_WINDOW sessions; everything else at most MAX_LOOKBACK,
     # so earlier columns are dropped (same values, less work for the one-date path).
     last, cnt = _status(close, cols)
+    age = cols[None, :] - last
+    scoreable = (last >= 0) & (age < STALE_AFTER) & (cnt >= MIN_HISTORY)
     s0 = max(0, int(cols.min()) - MAX_LOOKBACK)
     if s0:
         high, low, close, volume = (a[:, s0:] for a in (high, low, close, volume))
@@ -215,23 +236,29 @@ def _compute(high, low, close, volume, cols, block_size, dtype, detail):
     cref = ind.ffill(close, CLOSE_FFILL_LIMIT)
     rs = ind.rs_rating(ind.weighted_return_at(cref, cols))
     index_lr = ind.universe_log_returns(close)
+    market_trend = _market_trend(index_lr, cols)
     out = np.full((n, k, len(FEATURES)), np.nan, dtype=dtype)
 
-    inp = prepare_vcp_inputs(high, low, cref, volume)
+    inp = prepare_inputs(high, low, cref, volume)
     vcp_idx = [_FI[f] for f in VCP_FEATURES]
-    win = None
+    day: VcpDay | None = None
     detected = np.zeros((n, k), dtype=bool)
+    pivot = np.full((n, k), np.nan)
+    stop = np.full((n, k), np.nan)
     for j, d in enumerate(cols):
-        win = vcp_at(inp, int(d), detail=detail)
-        detected[:, j] = win.detected
+        day = vcp_day(inp, int(d), eligible=scoreable[:, j])
+        detected[:, j] = day.detected
+        pivot[day.detected, j] = day.pivot[day.detected]
+        stop[day.detected, j] = day.stop[day.detected]
         vals = (
-            win.count,
-            win.first_depth,
-            win.last_depth,
-            win.mean_ratio,
-            win.base_length,
-            win.dist_to_pivot,
-            win.prior_runup,
+            np.where(day.count > 0, day.count, np.nan),
+            day.first_depth,
+            day.last_depth,
+            day.mean_ratio,
+            np.where(day.count > 0, day.base_length, np.nan),
+            day.dist_to_pivot,
+            day.advance,
+            day.dryup,
         )
         for fi, arr in zip(vcp_idx, vals, strict=True):
             out[:, j, fi] = arr
@@ -243,16 +270,19 @@ def _compute(high, low, close, volume, cols, block_size, dtype, detail):
     for b0 in range(0, n, block_size):
         sl = slice(b0, min(n, b0 + block_size))
         feats, checks = _block_features(
-            high[sl], low[sl], close[sl], volume[sl], cref[sl], cols, rs[sl], index_lr
+            high[sl], low[sl], close[sl], volume[sl], cref[sl], cols, rs[sl], index_lr,
+            market_trend,
         )
         out[sl][:, :, other_idx] = np.stack([feats[f] for f in other], axis=-1)
         checks_all[:, sl] = checks
 
-    age = cols[None, :] + s0 - last
-    scoreable = (last >= 0) & (age < STALE_AFTER) & (cnt >= MIN_HISTORY)
     out[~scoreable] = np.nan
     _finite_or_nan(out)
-    return out, scoreable, detected & scoreable, last, cnt, win, checks_all
+    detected &= scoreable
+    if day is not None:
+        day.offset = s0  # its columns index the cropped panel
+    return out, scoreable, detected, np.where(detected, pivot, np.nan), \
+        np.where(detected, stop, np.nan), last, cnt, day, checks_all
 
 
 def _columns(t: int, dates_mask) -> np.ndarray:
@@ -288,16 +318,14 @@ def compute_features_all(
     _, high, low, close, volume = _as_panel(open, high, low, close, volume)
     cols = _columns(close.shape[1], dates_mask)
     if len(cols) == 0:
-        return FeaturePanel(
-            np.empty((close.shape[0], 0, len(FEATURES)), dtype=dtype),
-            np.zeros((close.shape[0], 0), dtype=bool),
-            cols,
-            np.zeros((close.shape[0], 0), dtype=bool),
-        )
-    values, scoreable, detected, *_ = _compute(
-        high, low, close, volume, cols, block_size, dtype, False
+        none = np.zeros((close.shape[0], 0), dtype=bool)
+        empty = np.zeros((close.shape[0], 0))
+        return FeaturePanel(np.empty((close.shape[0], 0, len(FEATURES)), dtype=dtype), none,
+                            cols, none, empty, empty)
+    values, scoreable, detected, pivot, stop, *_ = _compute(
+        high, low, close, volume, cols, block_size, dtype
     )
-    return FeaturePanel(values, scoreable, cols, detected)
+    return FeaturePanel(values, scoreable, cols, detected, pivot, stop)
 
 
 def compute_features_at(
@@ -318,8 +346,8 @@ def compute_features_at(
     if t == 0:
         raise ValueError("the price panel has no dates")
     cols = np.array([t - 1])
-    values, scoreable, _, last, cnt, win, checks = _compute(
-        high, low, close, volume, cols, DEFAULT_BLOCK, np.float64, True
+    values, scoreable, _, _, _, last, cnt, day, checks = _compute(
+        high, low, close, volume, cols, DEFAULT_BLOCK, np.float64
     )
     reasons: list[str | None] = []
     for i in range(n):
@@ -336,7 +364,6 @@ def compute_features_at(
         values=values[:, 0, :],
         reasons=reasons,
         scoreable=scoreable[:, 0],
-        column=t - 1,
-        vcp=win,
+        vcp=day,
         trend_checks=checks[:, :, 0],
     )

@@ -50,7 +50,7 @@ class DateFeatures:
     """Features of every stock at one as-of date."""
 
     as_of: date
-    dates: np.ndarray  # panel dates, to turn contraction column indices into dates
+    dates: np.ndarray  # panel dates, to turn the detector's column indices into dates
     result: FeatureResult
     row_of: dict[str, int]
 
@@ -68,21 +68,17 @@ class DateFeatures:
                                f"scored on {self.as_of}: {reason}")
         return row
 
-    def pattern(self, i: int) -> dict[str, Any]:
-        raw = self.result.pattern(i)
-        checks = raw.get("trend_template", {})
-        return {
-            "vcp_detected": raw["detected"],
-            "contractions": [
-                {"start_date": day(self.dates[s]), "end_date": day(self.dates[e]),
-                 "depth": round(d, 6)}
-                for s, e, d in raw["contractions"]
-            ],
-            "pivot_price": raw["pivot"],
-            "base_length": raw["base_length"],
-            "trend_template": checks,
-            "trend_template_count": int(sum(checks.values())),
-        }
+    def setup(self, i: int) -> dict[str, Any] | None:
+        """The VCP setup of stock ``i`` with real session dates, or None (see ``why_not``)."""
+        if not self.result.is_setup(i):
+            return None
+        return self.result.vcp.setup(i, self.dates)
+
+    def why_not(self, i: int) -> str | None:
+        return self.result.why_not(i)
+
+    def trend_template(self, i: int) -> dict[str, bool]:
+        return self.result.trend_template(i)
 
     def features(self, i: int) -> dict[str, float | None]:
         v = self.result.values[i]
@@ -145,7 +141,7 @@ def release_freed_memory() -> None:
 
 
 class MarketSnapshot:
-    def __init__(self, store: MarketStore, cache_bytes: float = 128 * 2**20,
+    def __init__(self, store: MarketStore, cache_bytes: float = 512 * 2**20,
                  concurrency: int = 1):
         self.store = store
         self.cache_bytes = cache_bytes

@@ -1,43 +1,71 @@
 """Deterministic simulated market (SIMULATED DATA, not real companies) for the offline demo.
 
-Rules, all driven by one seed:
+Everything is driven by one seed. Planted VCP bases differ from the rest of the market only by
+their structure: every stock, planted or not, follows the same price and volume process
+(``market/sim/process.py``), and a planted base only steers that process's drift, volatility
+regime and volume regime (``market/sim/plan.py``).
 
 * **Calendar**: weekdays from `start` to `end` minus three fixed national holidays
-  (26 Jan, 15 Aug, 2 Oct); about 780 sessions for three years.
+  (26 Jan, 15 Aug, 2 Oct): about 1,040 sessions over four years.
 * **Universe**: `n_stocks` (default 11,000). About 2,000 are listed on both exchanges (NSE
   symbol and BSE code), the rest on BSE only. Symbols are made-up pronounceable words, BSE
   codes sit in the unused 7xxxxx range, ISINs use the `INEZ` issuer prefix with a valid check
-  digit, and every name ends in "(simulated)". 12 sectors.
-* **Returns**: log return = beta x market factor + sector factor + idiosyncratic noise. The
-  market and each stock's noise follow GARCH(1,1) (volatility clustering); per-stock drift,
-  beta (0.6-1.4) and idiosyncratic volatility (1.2%-3.2% a day, higher for small caps).
-* **Bars**: open gaps from the previous close, high/low stretch beyond the open/close by a
-  half-volatility draw; volume is lognormal around a per-stock level (turnover from about
-  Rs 5 lakh to Rs 50 crore a day), louder on big moves. About 0.4% of stock-days are missing
-  (3% for illiquid names); ~8% of stocks list during the period, ~3% delist (inactive).
-* **Planted VCP episodes**: about 30% of stocks get one or two episodes: a prior advance of
-  30-90% over 30-60 sessions, then 2-5 contractions, each 40-70% as deep as the one before
-  (the first 12-35%), highs near the base high and volume drying up; then a breakout above the
-  pivot on heavy volume that succeeds (runs +25-50%) or fails (falls 10-20%). The odds of
-  success are logistic in measurable properties plus noise:
-  ``z = -0.3 + 2.0*(0.09 - last_depth)/0.05 + 1.2*(0.6 - dryup)/0.25 + 0.8*(advance - 0.6)/0.3
-  + N(0, 0.8)``; success when ``U < sigmoid(z)``. So a tighter last contraction, stronger volume
-  dry-up and a stronger prior trend (hence RS) help: a real but imperfect signal.
-* The episodes are kept in the side table `sim_episodes` for tests only: no feature, model or
-  service reads it.
+  digit, and every name ends in "(simulated)". 12 sectors. Typical traded value is lognormal
+  (median about Rs 60 lakh a day, from a few thousand rupees to hundreds of crores), and smaller
+  stocks are more volatile (1.0-3.5% a day idiosyncratic). About 0.4% of stock-days are missing
+  (3% for the least liquid tenth); ~8% of stocks list during the period and ~3% delist.
+* **Process** (every stock): market factor (GARCH, with a slow bull/bear drift regime), sector
+  factors, and an idiosyncratic part with Student-t innovations, GARCH clustering, slow
+  volatility, drift and volume regimes; bars and volume from the same mapping for all stocks.
+* **Planted structures** (about 0.55 per stock, in sequence): 72% VCP bases (a 30-100% prior
+  advance, 2-6 contractions each 40-75% as deep as the one before with volatility and volume
+  contracting, highs near the base high, a pivot at the high of the last one), and look-alikes
+  that fail the book: widening contractions, bases without volume dry-up, and partial bases
+  that break down. Free stocks make natural look-alikes of their own.
+* **Breakouts**: after a base the stock keeps following the same process for 80 sessions with a
+  drift set by a latent quality ``z`` (``market/sim/plan.py: quality``): a documented function
+  of the realized depth of the last contraction, the mean contraction ratio, the volume
+  dry-up, the prior advance, the relative-strength percentile and the market regime, plus
+  irreducible noise. No path is smoothed or scripted: whether the stock breaks out and whether
+  the trade works is left to the noise, so early on a future success and a future failure look
+  alike.
+* **The oracle**: for each base the side table ``sim_episodes`` records ``p_oracle``, the true
+  probability that the breakout trade (``features.labels``: buy-stop at the pivot, +20% target,
+  the tighter of the last contraction's low and -8% as the stop, 60 sessions) succeeds, by Monte
+  Carlo of the process from the base's last session with its latent state. It is the ceiling
+  for any model on this market. Only tests, benchmarks and the training report read it.
 """
 
 from __future__ import annotations
 
 import os
 import tempfile
+from collections import defaultdict
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
+import duckdb
 import numpy as np
 import pandas as pd
 
+from market.sim import process as P
+from market.sim.plan import (
+    ADV,
+    BRK,
+    DEC,
+    NATURAL_VOL_SD,
+    NATURAL_VOLUME_SD,
+    POST,
+    POST_VOL_LEVEL,
+    REC,
+    Leg,
+    NaturalLegs,
+    Structure,
+    plan_market,
+    post_drift,
+    quality,
+)
 from market.store import MarketStore
 
 SECTORS = [
@@ -46,13 +74,23 @@ SECTORS = [
     "Communication Services", "Chemicals",
 ]
 HOLIDAYS_MD = {(1, 26), (8, 15), (10, 2)}
-DEFAULT_START = date(2023, 11, 1)
+DEFAULT_START = date(2022, 11, 1)
 DEFAULT_END = date(2026, 10, 30)
+SIMULATOR_VERSION = "market.simulator v2"
 SYLLABLES = [
     "ka", "ri", "to", "ven", "sha", "mi", "ra", "dex", "lo", "na", "pra", "ti", "su", "vik",
     "ar", "zen", "mo", "bha", "tek", "li", "go", "dha", "ni", "yan", "kor", "sa", "ve", "ut",
 ]
 NAME_SUFFIXES = ["Industries", "Ltd", "Finance", "Tech", "Pharma", "Motors", "Infra", "Foods"]
+BARS_WITHOUT_KEY = """CREATE TABLE bars (isin VARCHAR NOT NULL, date DATE NOT NULL, open DOUBLE,
+    high DOUBLE, low DOUBLE, close DOUBLE, volume DOUBLE, exchange VARCHAR NOT NULL)"""
+RS_LOOKBACK = 252
+REGIME_LOOKBACK = 63
+ADVANCE_LOOKBACK = 126
+MIN_AIM = 3
+ORACLE_FROM = 250  # sessions of history before any feature, detection or label is used
+POST_JUMP = True
+BASE_SCALE = (0.7, 1.5)  # a base's depths scale with its volatility regime, within these
 
 
 @dataclass(frozen=True)
@@ -62,7 +100,8 @@ class SimConfig:
     seed: int = 42
     start: date = DEFAULT_START
     end: date = DEFAULT_END
-    episode_share: float = 0.30
+    structures_per_stock: float = 1.2
+    oracle_paths: int = 64
 
 
 def trading_days(start: date, end: date) -> np.ndarray:
@@ -128,215 +167,370 @@ def _make_master(cfg: SimConfig, rng: np.random.Generator, days: np.ndarray) -> 
             "sector": [SECTORS[k] for k in sectors],
             "listing_date": [pd.Timestamp(days[i]).date() for i in listing_idx],
             "active": delist_idx >= len(days),
+            "delisting_date": [pd.Timestamp(days[i]).date() if i < len(days) else None
+                               for i in delist_idx],
             "_sector_idx": sectors,
             "_listing_idx": listing_idx,
             "_delist_idx": delist_idx,
             "_dual": dual,
-            "_symbol": symbols,
         }
     )
 
 
-def _garch(rng: np.random.Generator, shape: tuple[int, int], sigma: np.ndarray) -> np.ndarray:
-    """GARCH(1,1) noise with long-run volatility `sigma` per row (vectorized over rows)."""
-    n, t = shape
-    alpha, beta = 0.08, 0.90
-    omega = sigma**2 * (1 - alpha - beta)
-    z = rng.standard_normal((n, t))
-    out = np.empty((n, t))
-    h = sigma**2
-    for j in range(t):
-        eps = np.sqrt(h) * z[:, j]
-        out[:, j] = eps
-        h = omega + alpha * eps**2 + beta * h
-    return out
+class _Legs:
+    """Every stock's current leg: its free clock (``NaturalLegs``) and, on planted stocks, the
+    structure's legs, which start and end on schedule and re-aim their drift at the free
+    clock's leg changes."""
+
+    def __init__(self, structures: list[Structure], sigma: np.ndarray, n_sessions: int,
+                 rng: np.random.Generator):
+        self.starts: dict[int, list[tuple[Structure, Leg]]] = defaultdict(list)
+        self.reaims: dict[int, list[int]] = defaultdict(list)
+        for s in structures:
+            for leg in s.legs:
+                if leg.start < n_sessions:
+                    self.starts[leg.start].append((s, leg))
+                if leg.kind != POST:  # also re-aim half- and three-quarters-way
+                    for t in {leg.start + leg.length // 2, leg.start + 3 * leg.length // 4}:
+                        if leg.start < t < leg.end - 1:
+                            self.reaims[t].append(s.stock)
+        n = len(sigma)
+        self.rng = rng
+        self.natural = NaturalLegs(rng, sigma)
+        self.planted = np.zeros(n, dtype=bool)
+        self.p_drift, self.v_off, self.w_off = np.zeros(n), np.zeros(n), np.zeros(n)
+        self.target = np.full(n, np.nan)
+        self.p_end = np.zeros(n, dtype=np.int64)
+        self.drift, self.v_target, self.w_target = np.zeros(n), np.zeros(n), np.zeros(n)
+
+    def advance(self, t: int, sim: _Simulation) -> None:
+        self.planted &= self.p_end > t
+        for s, leg in self.starts.get(t, ()):
+            self._begin(s, leg, t, sim)
+        changed = self.natural.tick(t, self.rng)
+        # Planted legs re-aim from where the stock really is when the free clock changes leg
+        # and half- and three-quarters-way; never over fewer than MIN_AIM sessions (no jump).
+        changed = np.union1d(changed, np.asarray(self.reaims.get(t, []), dtype=np.int64))
+        re = changed[self.planted[changed] & np.isfinite(self.target[changed])]
+        self.p_drift[re] = (self.target[re] - sim.rows.x[re]) / np.maximum(self.p_end[re] - t,
+                                                                           MIN_AIM)
+        nat = self.natural
+        # Base legs replace the free drift with their aimed one; after the base the quality's
+        # drift is a bias on the free legs, which go on varying as any stock's do.
+        after_base = self.planted & ~np.isfinite(self.target)
+        self.drift = np.where(self.planted, self.p_drift, nat.drift)
+        self.drift[after_base] += nat.drift[after_base]
+        self.v_target = nat.v + np.where(self.planted, self.v_off, 0.0)
+        self.w_target = nat.w + np.where(self.planted, self.w_off, 0.0)
+
+    def _begin(self, s: Structure, leg: Leg, t: int, sim: _Simulation) -> None:
+        i = s.stock
+        x = float(sim.rows.x[i])
+        r = s.realized
+        # A contraction is measured from the highest high before it, as a chart reader sees it.
+        peak = float(np.log(np.max(sim.high[i, r.get("leg_start", t - 1):t]))) if t else x
+        r["leg_start"] = t
+        if leg.kind == ADV:
+            r["x_start"] = x
+            target = x + np.log1p(leg.param)
+        elif leg.kind == DEC:
+            if "x_top" not in r:  # the base starts: its depths follow the stock's volatility now
+                r["x_top"] = peak
+                r["scale"] = float(np.clip(np.exp(sim.rows.v[i]), *BASE_SCALE))
+            r["x_last_start"] = peak
+            target = peak + np.log(1 - min(leg.param * r["scale"], 0.45))
+        elif leg.kind == REC:
+            if leg.ref == "half":
+                r["x_first_low"] = x
+                target = x + leg.param * (r["x_top"] - x)
+            else:
+                ref = r["x_top"] if leg.ref == "top" else r["x_last_start"]
+                target = ref + np.log(1 - (1 - leg.param) * r["scale"])
+        elif leg.kind == BRK:
+            target = r["x_first_low"] + np.log(1 - leg.param * r["scale"])
+        else:  # POST: the base is done; its realized shape sets the drift
+            obs = sim.observe(s, t)
+            z = quality(obs, s.noise)
+            r.update(obs, z=z, post_drift=post_drift(z))
+            if POST_JUMP:  # the base's calm ends with it: volatility jumps back
+                sim.rows.v[i] = self.natural.v[i] + POST_VOL_LEVEL
+            sim.snapshot(s, self.natural.take(np.array([i]), t))
+            self._set(i, leg, r["post_drift"], np.nan)
+            return
+        self._set(i, leg, (target - x) / leg.length, target)
+
+    def _set(self, i: int, leg: Leg, drift: float, target: float) -> None:
+        self.planted[i] = True
+        self.p_drift[i], self.target[i], self.p_end[i] = drift, target, leg.end
+        self.v_off[i], self.w_off[i] = leg.v_target, leg.w_target
 
 
-def _plant_episode(
-    rng: np.random.Generator, t0: int, t_max: int
-) -> dict[str, object] | None:
-    """Build one VCP episode's log-price path (relative to its start) and volume multipliers."""
-    adv_len = int(rng.integers(30, 61))
-    advance = float(rng.uniform(0.30, 0.90))
-    n_con = int(rng.choice([2, 3, 4, 5], p=[0.25, 0.4, 0.25, 0.10]))
-    depths = [float(rng.uniform(0.12, 0.35))]
-    for _ in range(n_con - 1):
-        depths.append(depths[-1] * float(rng.uniform(0.40, 0.70)))
-    dryup = float(rng.uniform(0.30, 0.95))
-    path = list(np.linspace(0, np.log1p(advance), adv_len + 1)[1:])
-    vol_mult = list(np.full(adv_len, 1.3))
-    top = path[-1]
-    starts, lows = [], []
-    for i, depth in enumerate(depths):
-        down = int(rng.integers(6, 11))
-        up = int(rng.integers(6, 11))
-        high_here = path[-1]
-        low = high_here + np.log(1 - depth)
-        starts.append(len(path) - 1)
-        lows.append(low)
-        # Volume fades from ~1.0 to `dryup` across the contractions.
-        frac = i / max(n_con - 1, 1)
-        v = 1.0 + (dryup - 1.0) * frac
-        path += list(np.linspace(high_here, low, down + 1)[1:])
-        vol_mult += [v] * down
-        recover = top + np.log(rng.uniform(0.97, 0.995)) if i < n_con - 1 else top + np.log(
-            rng.uniform(0.985, 0.998)
+class _Simulation:
+    """The main run: every stock, session by session, with the arrays it produces."""
+
+    def __init__(self, cfg: SimConfig, rng: np.random.Generator, master: pd.DataFrame,
+                 n_sessions: int):
+        n = cfg.n_stocks
+        self.rng, self.n, self.t_total = rng, n, n_sessions
+        self.sector = master["_sector_idx"].to_numpy()
+        self.listing = master["_listing_idx"].to_numpy()
+        # Traded value per day: lognormal, median about Rs 60 lakh; small stocks move more.
+        log_turnover = rng.normal(np.log(6e6), 1.6, size=n)
+        size_rank = (log_turnover - log_turnover.min()) / np.ptp(log_turnover)
+        sigma = np.clip(0.028 - 0.016 * size_rank + rng.normal(0, 0.002, size=n), 0.009, 0.035)
+        log_p0 = rng.normal(np.log(150), 1.1, size=n)
+        self.size_rank = size_rank
+        self.rows = P.Rows(
+            beta=rng.uniform(0.6, 1.4, size=n),
+            sigma=sigma,
+            drift=rng.normal(0.0001, 0.0002, size=n),
+            level=log_turnover - log_p0,
+            x=log_p0,
+            h=np.ones(n),
+            v=rng.normal(0, NATURAL_VOL_SD, size=n),
+            w=rng.normal(0, NATURAL_VOLUME_SD, size=n),
         )
-        path += list(np.linspace(low, recover, up + 1)[1:])
-        vol_mult += [v * 0.9] * up
-    breakout_idx = len(path)
-    path.append(top + np.log(rng.uniform(1.02, 1.04)))
-    vol_mult.append(float(rng.uniform(2.0, 3.2)))
-    z = (
-        -0.3
-        + 2.0 * (0.09 - depths[-1]) / 0.05
-        + 1.2 * (0.6 - dryup) / 0.25
-        + 0.8 * (advance - 0.6) / 0.3
-        + rng.normal(0, 0.8)
-    )
-    p_success = float(1 / (1 + np.exp(-z)))
-    success = bool(rng.random() < p_success)
-    if success:
-        run_len = int(rng.integers(20, 51))
-        gain = float(rng.uniform(0.25, 0.50))
-        path += list(path[-1] + np.linspace(0, np.log1p(gain), run_len + 1)[1:])
-        vol_mult += [1.5] * run_len
-    else:
-        run_len = int(rng.integers(5, 21))
-        loss = float(rng.uniform(0.10, 0.20))
-        path += list(path[-1] + np.linspace(0, np.log(1 - loss), run_len + 1)[1:])
-        vol_mult += [1.6] * run_len
-    if t0 + len(path) >= t_max:
-        # Truncate: a setup still forming (or breaking out) at the end of the data is fine.
-        path = path[: t_max - t0 - 1]
-        vol_mult = vol_mult[: len(path)]
-        if len(path) < adv_len + 10:
+        self.market = P.Market(np.array([P.MARKET_SIGMA**2]), np.array([0.0]))
+        shape = (n, n_sessions)
+        self.open, self.high, self.low, self.close, self.volume = (
+            np.empty(shape) for _ in range(5)
+        )
+        self.market_index = np.zeros(n_sessions)
+        self.snapshots: dict[int, tuple[P.Rows, P.Market, NaturalLegs]] = {}
+        self._rs_cache: tuple[int, np.ndarray] | None = None
+        self.t = 0
+
+    def run(self, legs: _Legs) -> None:
+        level = 0.0
+        for t in range(self.t_total):
+            self.t = t
+            legs.advance(t, self)
+            u = P.draws(self.rng, self.n)
+            mz = self.rng.standard_normal(2)
+            m_ret, m_sd = P.market_step(self.market, mz[:1], mz[1:])
+            sector_ret = self.rng.normal(0, P.SECTOR_SD, len(SECTORS))[self.sector]
+            _, o, h, lo, c, v = P.step(
+                self.rows, u, m_ret, m_sd, sector_ret, legs.drift, legs.v_target, legs.w_target
+            )
+            self.open[:, t], self.high[:, t], self.low[:, t] = o, h, lo
+            self.close[:, t], self.volume[:, t] = c, v
+            level += float(m_ret[0])
+            self.market_index[t] = level
+
+    def _rs_pct(self, t: int) -> np.ndarray:
+        """Percentile (0-1) of each stock's RS_LOOKBACK-session return at the last close."""
+        if self._rs_cache is not None and self._rs_cache[0] == t:
+            return self._rs_cache[1]
+        last, first = t - 1, max(t - 1 - RS_LOOKBACK, 0)
+        pct = np.full(self.n, np.nan)
+        if last > first:
+            ok = self.listing <= first
+            ret = np.log(self.close[ok, last] / self.close[ok, first])
+            pct[ok] = (np.argsort(np.argsort(ret)) + 0.5) / ok.sum()
+        self._rs_cache = (t, pct)
+        return pct
+
+    def observe(self, s: Structure, t: int) -> dict[str, float]:
+        """The base's realized observables at its last session (t - 1), as a screener sees them."""
+        i, ready = s.stock, t - 1
+        hi, lo, vol = self.high[i], self.low[i], self.volume[i]
+        depths = []
+        for dec, rec in s.contraction_legs:
+            a, b = max(dec.start - 1, 0), min(rec.end, t)
+            depths.append(1.0 - lo[a:b].min() / hi[a:b].max())
+        last_dec = s.contraction_legs[-1][0]
+        a = max(last_dec.start - 1, 0)
+        pivot = float(hi[a:t].max())
+        floor_ = float(lo[last_dec.start:t].min())
+        ratios = [b / a for a, b in zip(depths, depths[1:], strict=False) if a > 0]
+        base_vol = vol[max(0, t - 50):t].mean()
+        regime_first = ready - REGIME_LOOKBACK
+        return {
+            "pivot": pivot,
+            "stop_floor": floor_,
+            "pivot_col": float(a + int(np.argmax(hi[a:t]))),
+            "last_depth": 1.0 - floor_ / pivot,
+            "contraction_ratio": float(np.mean(ratios)) if ratios else np.nan,
+            "dryup": float(vol[last_dec.start:t].mean() / base_vol),
+            "prior_advance": self._advance(i, s.legs[0]),
+            "rs_pct": float(self._rs_pct(t)[i]),
+            "market_regime": float(
+                (self.market_index[ready] - self.market_index[regime_first])
+                / (P.MARKET_SIGMA * np.sqrt(REGIME_LOOKBACK))
+            ) if regime_first >= 0 else 0.0,
+            "realized_depths": depths,  # type: ignore[dict-item]
+        }
+
+    def _advance(self, i: int, adv: Leg) -> float:
+        """The advance into the base as the detector measures it: the peak high over the
+        lowest low of the ADVANCE_LOOKBACK sessions before it."""
+        top = adv.start + int(np.argmax(self.high[i, adv.start:adv.end]))
+        return float(self.high[i, top] / self.low[i, max(top - ADVANCE_LOOKBACK, 0):top + 1].min()
+                     - 1.0)
+
+    def snapshot(self, s: Structure, natural: NaturalLegs) -> None:
+        idx = np.array([s.stock])
+        self.snapshots[id(s)] = (self.rows.copy_rows(idx), self.market.copy_rows(np.array([0])),
+                                 natural)
+
+
+def _oracle(structures: list[Structure], sim: _Simulation, paths: int, seed: int,
+            chunk: int = 400) -> None:
+    """p_oracle of every base whose breakout lies inside the data: Monte Carlo of the same
+    process from the base's last session (its own state, a fresh market), then the trade."""
+    from features.labels import TradeParams, breakout_trades
+
+    params = TradeParams()
+    # Bases that end before the features' warm-up are never evaluated; look-alikes need less
+    # precision than VCPs (they only fill the oracle's lower ranks).
+    todo = [s for s in structures if id(s) in sim.snapshots and (s.ready or 0) >= ORACLE_FROM]
+    rng = np.random.default_rng([seed, 1])
+    for c0 in range(0, len(todo), chunk):
+        part = todo[c0:c0 + chunk]
+        n_paths = np.array([paths if s.kind == "vcp" else paths // 2 for s in part])
+        rep = np.repeat(np.arange(len(part)), n_paths)
+        snaps = [sim.snapshots[id(s)] for s in part]
+        rows = P.Rows(**{
+            k: np.concatenate([getattr(r, k) for r, _, _ in snaps])[rep]
+            for k in P.Rows.__dataclass_fields__
+        })
+        market = P.Market(np.concatenate([m.h for _, m, _ in snaps])[rep],
+                          np.concatenate([m.d for _, m, _ in snaps])[rep])
+        natural = NaturalLegs.concat([nat for _, _, nat in snaps], rep)
+        drift = np.array([s.realized["post_drift"] for s in part])[rep]
+        m = len(rep)
+        bars = np.empty((4, m, params.horizon))
+        for j in range(params.horizon):
+            natural.tick(j, rng)  # the free clock runs on under the POST leg, as in the run
+            v_t, w_t = natural.v + POST_VOL_LEVEL, natural.w
+            u = P.draws(rng, m)
+            mz = rng.standard_normal((2, m), dtype=np.float32)
+            m_ret, m_sd = P.market_step(market, mz[0], mz[1])
+            sector = P.SECTOR_SD * rng.standard_normal(m, dtype=np.float32)
+            _, o, h, lo, c, _ = P.step(rows, u, m_ret, m_sd, sector, drift + natural.drift,
+                                       v_t, w_t, with_volume=False)
+            bars[:, :, j] = o, h, lo, c
+        pivot = np.array([s.realized["pivot"] for s in part])[rep]
+        floor_ = np.array([s.realized["stop_floor"] for s in part])[rep]
+        res = breakout_trades(bars[0], bars[1], bars[2], bars[3], pivot, floor_, params)
+        wins = np.bincount(rep, weights=res.label, minlength=len(part))
+        for s, w, k in zip(part, wins, n_paths, strict=True):
+            s.realized["p_oracle"] = float(w / k)
+
+
+def _finish_bars(sim: _Simulation, master: pd.DataFrame, rng: np.random.Generator) -> np.ndarray:
+    """Round to the tick, keep bars consistent, and mark the stock-days that traded."""
+    for a in (sim.open, sim.high, sim.low, sim.close):
+        np.round(a, 2, out=a)
+        np.maximum(a, 0.01, out=a)
+    np.maximum.reduce([sim.high, sim.open, sim.close], out=sim.high)
+    np.minimum.reduce([sim.low, sim.open, sim.close], out=sim.low)
+    np.maximum(np.round(sim.volume), 1.0, out=sim.volume)
+    n, t = sim.close.shape
+    miss_p = np.where(sim.size_rank < 0.1, 0.03, 0.004)
+    traded = rng.random((n, t)) >= miss_p[:, None]
+    cols = np.arange(t)
+    traded &= cols[None, :] >= master["_listing_idx"].to_numpy()[:, None]
+    traded &= cols[None, :] < master["_delist_idx"].to_numpy()[:, None]
+    return traded
+
+
+def _episode_table(structures: list[Structure], master: pd.DataFrame, days: np.ndarray,
+                   bars: list[np.ndarray]) -> pd.DataFrame:
+    """The side table: one row per planted structure, with its realized shape, the oracle's
+    probability and how its breakout trade (from the base's last session) really went."""
+    from features.labels import OUTCOMES, setup_trades
+
+    t_total = len(days)
+
+    def day(col: float | int | None):
+        if col is None or not np.isfinite(col) or col < 0 or col >= t_total:
             return None
-    return {
-        "t0": t0,
-        "path": np.asarray(path),
-        "vol_mult": np.asarray(vol_mult),
-        "advance": advance,
-        "depths": depths,
-        "dryup": dryup,
-        "base_start": t0 + adv_len,
-        "breakout": t0 + breakout_idx + 1,
-        "p_success": p_success,
-        "success": success,
-        "contraction_starts": [t0 + s + 1 for s in starts],
-    }
+        return pd.Timestamp(days[int(col)]).date()
+
+    records = []
+    for s in structures:
+        r = s.realized
+        ready = s.ready
+        rec: dict[str, object] = {
+            "isin": master["isin"].iat[s.stock],
+            "kind": s.kind,
+            "start_date": day(s.t0),
+            "base_start_date": day(s.legs[1].start - 1),
+            "ready_date": day(ready) if ready is not None else None,
+            "end_date": day(min(s.end, t_total) - 1),
+            "pivot_date": day(r.get("pivot_col")),
+            "breakout_date": None,
+            "n_contractions": len(s.depths),
+            "depths": ",".join(f"{d:.4f}" for d in s.depths),
+            "realized_depths": ",".join(f"{d:.4f}" for d in r.get("realized_depths", [])),
+            "planned_dryup": s.dryup,
+            "planned_advance": s.advance,
+        }
+        for key in ("pivot", "stop_floor", "last_depth", "contraction_ratio", "dryup",
+                    "prior_advance", "rs_pct", "market_regime", "z", "post_drift", "p_oracle"):
+            rec[key] = r.get(key)
+        rec["trade_outcome"] = None
+        rec["trade_return"] = None
+        records.append(rec)
+    table = pd.DataFrame.from_records(records)
+    # The real trade from each finished base's last session, all in one call.
+    done = [k for k, s in enumerate(structures)
+            if "pivot" in s.realized and s.ready is not None and s.ready < t_total - 1]
+    if done:
+        rows = np.array([structures[k].stock for k in done])
+        ready_cols = np.array([structures[k].ready for k in done])
+        pivot = np.array([structures[k].realized["pivot"] for k in done])
+        floor_ = np.array([structures[k].realized["stop_floor"] for k in done])
+        res = setup_trades(bars[0], bars[1], bars[2], bars[3], rows, ready_cols, pivot, floor_)
+        known = res.outcome >= 0
+        idx = np.array(done)
+        table.loc[idx[known], "trade_outcome"] = np.array(OUTCOMES, dtype=object)[
+            res.outcome[known]]
+        table.loc[idx[known], "trade_return"] = res.ret[known]
+        close = bars[3]
+        after = np.arange(1, 11)
+        cols = np.minimum(ready_cols[:, None] + after[None, :], t_total - 1)
+        above = (close[rows[:, None], cols] > pivot[:, None]) & (
+            ready_cols[:, None] + after[None, :] < t_total)
+        hit = above.any(axis=1)
+        table.loc[idx[hit], "breakout_date"] = [
+            day(int(rd + 1 + np.argmax(a)))
+            for rd, a in zip(ready_cols[hit], above[hit], strict=True)]
+    return table
 
 
 def simulate(cfg: SimConfig) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, np.ndarray]:
     """Return (master, bars, episodes, days) for the configuration. Pure and deterministic."""
     rng = np.random.default_rng(cfg.seed)
     days = trading_days(cfg.start, cfg.end)
-    n, t = cfg.n_stocks, len(days)
     master = _make_master(cfg, rng, days)
-    sector = master["_sector_idx"].to_numpy()
-
-    market_sigma = 0.009
-    market = _garch(rng, (1, t), np.array([market_sigma]))[0] + 0.0003
-    sector_f = rng.normal(0, 0.006, size=(len(SECTORS), t))
-    beta = rng.uniform(0.6, 1.4, size=n)
-    log_turnover = rng.normal(np.log(3e7), 1.4, size=n)  # Rs per day, median 3 crore
-    size_rank = (log_turnover - log_turnover.min()) / np.ptp(log_turnover)
-    idio_sigma = 0.032 - 0.020 * size_rank + rng.normal(0, 0.002, size=n)
-    idio_sigma = np.clip(idio_sigma, 0.010, 0.035)
-    drift = rng.normal(0.0002, 0.0006, size=n)
-    idio = _garch(rng, (n, t), idio_sigma)
-    rets = beta[:, None] * market[None, :] + sector_f[sector] + idio + drift[:, None]
-    vol_mult = np.ones((n, t))
-
-    episodes = []
-    chosen = np.flatnonzero(rng.random(n) < cfg.episode_share)
-    listing_idx = master["_listing_idx"].to_numpy()
-    delist_idx = master["_delist_idx"].to_numpy()
-    for i in chosen:
-        lo = max(int(listing_idx[i]) + 210, 210)
-        hi = int(delist_idx[i]) - 40
-        n_ep = 2 if rng.random() < 0.25 else 1
-        cursor = lo
-        for _ in range(n_ep):
-            if cursor >= hi:
-                break
-            t0 = int(rng.integers(cursor, max(cursor + 1, min(hi, cursor + 300))))
-            ep = _plant_episode(rng, t0, min(t, int(delist_idx[i])))
-            if ep is None:
-                break
-            path = ep["path"]
-            span = slice(t0 + 1, t0 + 1 + len(path))
-            steps = np.diff(np.concatenate([[0.0], path]))
-            # Keep the market's moves and a little noise so the shape is not too clean.
-            rets[i, span] = steps + beta[i] * market[span] + 0.35 * idio[i, span]
-            vol_mult[i, span] = ep["vol_mult"]
-            ep["stock"] = int(i)
-            episodes.append(ep)
-            cursor = t0 + len(path) + 20
-
-    log_p0 = rng.normal(np.log(150), 1.1, size=n)
-    log_close = log_p0[:, None] + np.cumsum(rets, axis=1)
-    close = np.exp(log_close)
-    day_sigma = np.sqrt(np.maximum(idio**2, (0.6 * idio_sigma[:, None]) ** 2))
-    prev_close = np.concatenate([close[:, :1] / np.exp(rets[:, :1]), close[:, :-1]], axis=1)
-    open_ = prev_close * np.exp(rng.normal(0, 0.3, size=(n, t)) * day_sigma)
-    body_hi = np.maximum(open_, close)
-    body_lo = np.minimum(open_, close)
-    high = body_hi * np.exp(np.abs(rng.normal(0, 0.5, size=(n, t))) * day_sigma)
-    low = body_lo * np.exp(-np.abs(rng.normal(0, 0.5, size=(n, t))) * day_sigma)
-    shares_level = np.exp(log_turnover) / np.exp(log_p0)
-    surprise = np.abs(rets) / idio_sigma[:, None]
-    volume = (
-        shares_level[:, None]
-        * np.exp(0.25 * np.minimum(surprise, 4) + rng.normal(0, 0.35, size=(n, t)))
-        * vol_mult
-    )
-    volume = np.maximum(np.round(volume), 1.0)
-    open_, high, low, close = (np.round(a, 2) for a in (open_, high, low, close))
-    high = np.maximum.reduce([high, open_, close])
-    low = np.minimum.reduce([low, open_, close])
-
-    traded = np.ones((n, t), dtype=bool)
-    illiquid = size_rank < 0.1
-    miss_p = np.where(illiquid, 0.03, 0.004)
-    traded &= rng.random((n, t)) >= miss_p[:, None]
-    cols = np.arange(t)
-    traded &= cols[None, :] >= listing_idx[:, None]
-    traded &= cols[None, :] < delist_idx[:, None]
-
+    sim = _Simulation(cfg, rng, master, len(days))
+    structures = plan_market(rng, master["_listing_idx"].to_numpy(),
+                             master["_delist_idx"].to_numpy(), sim.rows.sigma, len(days),
+                             cfg.structures_per_stock)
+    sim.run(_Legs(structures, sim.rows.sigma, len(days), rng))
+    _oracle(structures, sim, cfg.oracle_paths, cfg.seed)
+    traded = _finish_bars(sim, master, rng)
+    masked = [np.where(traded, a, np.nan) for a in (sim.open, sim.high, sim.low, sim.close)]
+    episodes = _episode_table(structures, master, days, masked)
+    del masked
     sid, col = np.nonzero(traded)
-    exchange = np.where(master["_dual"].to_numpy(), "NSE", "BSE")
+    exchange = pd.Categorical.from_codes(master["_dual"].to_numpy().astype(np.int8)[sid],
+                                         categories=["BSE", "NSE"])
     bars = pd.DataFrame(
         {
-            "isin": master["isin"].to_numpy()[sid],
+            "isin": pd.Categorical.from_codes(sid, categories=master["isin"].to_numpy()),
             "date": days[col],
-            "open": open_[sid, col],
-            "high": high[sid, col],
-            "low": low[sid, col],
-            "close": close[sid, col],
-            "volume": volume[sid, col],
-            "exchange": exchange[sid],
+            "open": sim.open[sid, col],
+            "high": sim.high[sid, col],
+            "low": sim.low[sid, col],
+            "close": sim.close[sid, col],
+            "volume": sim.volume[sid, col],
+            "exchange": exchange,
         }
     )
-    ep_rows = [
-        {
-            "isin": master["isin"].iat[ep["stock"]],
-            "start_date": pd.Timestamp(days[ep["t0"]]).date(),
-            "base_start_date": pd.Timestamp(days[min(ep["base_start"], t - 1)]).date(),
-            "breakout_date": pd.Timestamp(days[ep["breakout"]]).date()
-            if ep["breakout"] < min(t, int(delist_idx[ep["stock"]]))
-            else None,
-            "n_contractions": len(ep["depths"]),
-            "depths": ",".join(f"{d:.4f}" for d in ep["depths"]),
-            "last_depth": ep["depths"][-1],
-            "dryup": ep["dryup"],
-            "prior_advance": ep["advance"],
-            "p_success": ep["p_success"],
-            "planned_success": ep["success"],
-        }
-        for ep in episodes
-    ]
-    return master, bars, pd.DataFrame(ep_rows), days
+    return master, bars, episodes, days
 
 
 def build_demo_store(path: Path, cfg: SimConfig, progress=None) -> dict[str, object]:
@@ -355,15 +549,25 @@ def build_demo_store(path: Path, cfg: SimConfig, progress=None) -> dict[str, obj
     os.unlink(tmp_name)  # DuckDB wants to create the file itself
     tmp = MarketStore(tmp_name)
     try:
+        # The simulated store is written once and never upserted (ingest refuses it), so its
+        # bars table goes without the (isin, date) key, whose index would double the write.
+        with duckdb.connect(tmp_name) as con:
+            con.execute(BARS_WITHOUT_KEY)
         with tmp.connect(read_only=False) as con:
             con.execute("BEGIN")
             MarketStore.upsert_stocks(con, master)
+            con.register("sim_delisted", master.loc[master["delisting_date"].notna(),
+                                                    ["isin", "delisting_date"]])
+            con.execute("UPDATE stocks SET delisting_date = d.delisting_date FROM sim_delisted d "
+                        "WHERE stocks.isin = d.isin")
+            con.unregister("sim_delisted")
             con.register("sim_bars", bars)
             con.execute(
-                "INSERT INTO bars SELECT isin, date, open, high, low, close, volume, exchange "
-                "FROM sim_bars ORDER BY isin, date"
+                "INSERT INTO bars SELECT isin::VARCHAR, date, open, high, low, close, volume, "
+                "exchange::VARCHAR FROM sim_bars"
             )
-            con.execute("INSERT INTO calendar SELECT DISTINCT date FROM sim_bars")
+            con.execute("INSERT INTO calendar SELECT UNNEST(?::DATE[])",
+                        [[pd.Timestamp(d).date() for d in days]])
             con.unregister("sim_bars")
             con.register("sim_eps", episodes)
             con.execute("CREATE TABLE sim_episodes AS SELECT * FROM sim_eps")
@@ -373,7 +577,7 @@ def build_demo_store(path: Path, cfg: SimConfig, progress=None) -> dict[str, obj
                 source="simulated",
                 seed=str(cfg.seed),
                 n_stocks=str(cfg.n_stocks),
-                simulator="market.simulator v1",
+                simulator=SIMULATOR_VERSION,
                 start=str(cfg.start),
                 end=str(cfg.end),
             )

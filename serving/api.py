@@ -29,6 +29,7 @@ from inference.sessions import Session, weekdays_since
 from inference.snapshot import DateFeatures, MarketSnapshot
 from market.master import Stock, StockLookupError
 from serving import metrics
+from serving.docs import API_TITLE, project_version
 from serving.errors import (
     STATUS,
     ApiError,
@@ -151,7 +152,10 @@ class ApiBackend:
             "name": stock.name, "as_of_date": at.as_of, "note": session.note,
             "probability": round(scored.probability, 6),
             "confidence": scored.confidence,
-            "pattern": at.pattern(row),
+            "pattern": at.setup(row),
+            "why_not": at.why_not(row),
+            "trend_template": (checks := at.trend_template(row)),
+            "trend_template_count": sum(checks.values()),
             "features": at.features(row) if opts.include_features else None,
             "explanation": explanation,
             "model_name": MODEL_NAME, "model_version": scored.model_version,
@@ -358,11 +362,10 @@ class ApiBackend:
 
 def build_app(get_backend: Callable[[], ApiBackend]) -> FastAPI:
     """The FastAPI app; `get_backend()` returns the worker's ApiBackend."""
-    app = FastAPI(
-        title="VCP breakout scoring API",
-        version="1.0",
-        description="Scores NSE/BSE stocks for the probability that a VCP breakout succeeds.",
-    )
+    # Its routes go into BentoML's document (serving/docs.py serves it and the pages): no
+    # docs of its own under /api/v1 (FastAPI's would load Swagger UI from a CDN).
+    app = FastAPI(title=API_TITLE, version=project_version(), docs_url=None, redoc_url=None,
+                  openapi_url=None)
     errors: dict[int | str, dict[str, Any]] = {
         status: {"model": ErrorResponse} for status in sorted({400, *STATUS.values()})}
 
@@ -405,29 +408,34 @@ def build_app(get_backend: Callable[[], ApiBackend]) -> FastAPI:
         return JSONResponse({"error": "internal error; see the server log"}, status_code=500)
 
     @app.post("/predict", response_model=PredictResponse, responses=errors,
-              summary="Score one stock")
+              summary="Score one stock", tags=["prediction"])
     async def predict(req: PredictRequest) -> dict:
         return await get_backend().predict(req)
 
     @app.post("/batch_predict", response_model=BatchPredictResponse, responses=errors,
-              summary=f"Score 1-{MAX_BATCH} stocks; per-stock errors do not fail the rest")
+              summary=f"Score 1-{MAX_BATCH} stocks; per-stock errors do not fail the rest",
+              tags=["prediction"])
     async def batch_predict(req: BatchPredictRequest) -> dict:
         return await get_backend().batch_predict(req)
 
-    @app.get("/health", response_model=HealthResponse, summary="ok / degraded / down")
+    @app.get("/health", response_model=HealthResponse, summary="ok / degraded / down",
+             tags=["operations"])
     async def health() -> dict:
         return await get_backend().health()
 
-    @app.get("/models", response_model=ModelsResponse, summary="Model versions in the store")
+    @app.get("/models", response_model=ModelsResponse, summary="Model versions in the store",
+             tags=["models"])
     async def models() -> dict:
         return await get_backend().models()
 
     @app.post("/models/reload", response_model=ReloadResponse, responses=errors,
-              summary="Promote a version (optional) and switch every worker to it")
+              summary="Promote a version (optional) and switch every worker to it",
+              tags=["models"])
     async def reload(req: ReloadRequest | None = None) -> dict:
         return await get_backend().reload(req or ReloadRequest())
 
-    @app.get("/metrics", response_class=PlainTextResponse, summary="Prometheus metrics")
+    @app.get("/metrics", response_class=PlainTextResponse, summary="Prometheus metrics",
+             tags=["operations"])
     async def prometheus() -> PlainTextResponse:
         return PlainTextResponse(metrics.exposition(), media_type="text/plain; version=0.0.4")
 

@@ -14,6 +14,15 @@ pinned in requirements.txt) and shown by a test in tests/test_bentoml_workaround
   runner's SIGTERM until it is idle (public `add_asgi_middleware`).
 * JSON_OUTPUT: a root-model output derives its media type from its JSON schema on every
   response (about 15% of the runner's time): declared with the public `ContentType`.
+* OPENAPI_TEMPLATE: the generated OpenAPI document carries BentoML's template, not the
+  service's: title = the service name, version "None" outside a Bento, the default readme
+  (badges from the network, "This is a Machine Learning Service created with BentoML") as the
+  description, "BentoML Team" as the contact, and BentoML's own tags; and `/` is BentoML's
+  page (a Google Tag Manager script, a GitHub corner). No setting changes them (the
+  `description` service option and a Bento's readme reach only the description; BentoML
+  issues 2975 and 4669 ask for one). The document is rewritten on its way out by
+  `replace_template_info` (serving/docs.py's middleware, the public `add_asgi_middleware`),
+  which also serves the pages.
 * METRICS_ROUTE_LABELS: the traffic metrics middleware labels every series with the raw
   request path, so made-up paths add series without bound (9,000 junk paths took /metrics from
   1,861 to 61,861 series and a scrape to 11 s). No option changes the label: the middleware is
@@ -40,9 +49,11 @@ naming it: the tests then show whether its fault remains.
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 import logging
 import os
+import re
 import signal
 import threading
 import time
@@ -84,8 +95,11 @@ HEADER_TIMEOUT = Workaround("HEADER_TIMEOUT", "unfinished request headers never 
                             package="uvicorn")
 FORWARDED_FOR = Workaround("FORWARDED_FOR", "X-Forwarded-For believed from 127.0.0.1")
 VALIDATION_LOG = Workaround("VALIDATION_LOG", "a traceback logged for every refused input")
+OPENAPI_TEMPLATE = Workaround("OPENAPI_TEMPLATE", "OpenAPI info and index page are BentoML's "
+                              "template, with no setting")
 WORKAROUNDS = (TIMEOUT_TIMERS, RUNNER_SESSION, RUNNER_RETRY, SHUTDOWN_DRAIN, JSON_OUTPUT_TYPE,
-               METRICS_ROUTE_LABELS, HEADER_TIMEOUT, FORWARDED_FOR, VALIDATION_LOG)
+               OPENAPI_TEMPLATE, METRICS_ROUTE_LABELS, HEADER_TIMEOUT, FORWARDED_FOR,
+               VALIDATION_LOG)
 
 
 def installed_version(package: str) -> str:
@@ -130,6 +144,74 @@ def apply(installed: str | None = None, *, uvicorn: str | None = None,
 
 # -- JSON_OUTPUT: declare the media type, so it is not derived from the schema per response.
 JSON_OUTPUT = ContentType("application/json")
+
+# -- OPENAPI_TEMPLATE ---------------------------------------------------------------------------
+# The tags BentoML 1.4.40 gives its own operations (its native APIs and its infrastructure
+# endpoints), and the project's tag each becomes.
+BENTOML_TAG_NAMES = {"Service APIs": "prediction", "Infrastructure": "operations"}
+# What 1.4.40 writes into `info`; checked so a new BentoML that changes it is noticed.
+TEMPLATE_CONTACT = "BentoML Team"
+TEMPLATE_TEXT = "created with BentoML"
+
+
+def replace_template_info(spec: dict[str, Any], info: dict[str, Any],
+                          tags: list[dict[str, Any]], tag_names: dict[str, str],
+                          summaries: dict[str, str] | None = None) -> dict[str, Any]:
+    """BentoML's generated document with the service's `info` and tags: BentoML's tags renamed
+    by `tag_names`, the top-level tags those of `tags` that some operation uses (in that
+    order), a summary from `summaries` (by path) for each operation without one, BentoML's
+    HTML `<code>` in descriptions as Markdown, no `servers: [{url: "."}]` (the default is the
+    server itself), and no component schema that nothing references (BentoML's task API
+    schemas). Warns when BentoML's info no longer looks like its 1.4.40 template."""
+    spec = copy.deepcopy(spec)
+    upstream = spec.get("info") or {}
+    if ((upstream.get("contact") or {}).get("name") != TEMPLATE_CONTACT
+            and TEMPLATE_TEXT not in str(upstream.get("description"))):
+        log.warning("BentoML's OpenAPI info no longer looks like its %s template (%s): check "
+                    "whether workaround %s is still needed", OPENAPI_TEMPLATE.written_for,
+                    upstream.get("title"), OPENAPI_TEMPLATE.name)
+    used: set[str] = set()
+    for path, operations in (spec.get("paths") or {}).items():
+        for op in operations.values():
+            if not isinstance(op, dict):
+                continue
+            op["tags"] = [tag_names.get(t, t) for t in op.get("tags") or []]
+            used.update(op["tags"])
+            if not op.get("summary") and (summaries or {}).get(path):
+                op["summary"] = (summaries or {})[path]
+            if "<code>" in op.get("description", ""):
+                op["description"] = re.sub(r"</?code>", "`", op["description"])
+    out = {k: v for k, v in spec.items() if k != "servers"}
+    out["info"] = dict(info)
+    out["tags"] = [t for t in tags if t["name"] in used]
+    schemas = (spec.get("components") or {}).get("schemas")
+    if schemas:
+        out["components"] = {**spec["components"], "schemas": {
+            name: schema for name, schema in schemas.items()
+            if name in _referenced_schemas(out)}}
+    return out
+
+
+def _referenced_schemas(spec: dict[str, Any]) -> set[str]:
+    """Names of the component schemas reachable from the paths through `$ref`s."""
+    prefix = "#/components/schemas/"
+    schemas = (spec.get("components") or {}).get("schemas") or {}
+    found: set[str] = set()
+    todo: list[Any] = [spec.get("paths")]
+    while todo:
+        node = todo.pop()
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith(prefix):
+                name = ref[len(prefix):]
+                if name not in found:
+                    found.add(name)
+                    todo.append(schemas.get(name))
+            todo.extend(node.values())
+        elif isinstance(node, list):
+            todo.extend(node)
+    return found
+
 
 # -- RUNNER_SESSION: one session for the life of the worker (`runner_connection` config).
 RUNNER_CONNECTION: dict[str, Any] = {"max_requests": 2**31 - 1, "max_age": 1e12}

@@ -1,10 +1,10 @@
 """ASGI middleware of the API service: JSON error bodies, HEAD, request body limits, API keys
 (and the optional metrics key) with a brake on wrong keys, the X-Process-Time header, the
-OpenAPI spec's post-processing and the seed-compatible documentation paths (/docs, /redoc,
-/openapi.json).
+OpenAPI spec's post-processing and JSON-only bodies on BentoML's native routes (the
+documentation pages: serving/docs.py).
 
-The order (outermost first) is service.py's: JsonErrors, CORS, HeadAsGet, DocsAlias,
-SpecTransform, BodyLimit, ApiKey, ProcessTime, RateLimit, JsonBody.
+The order (outermost first) is service.py's: HeadAsGet, JsonErrors, CORS, Docs, SpecTransform,
+BodyLimit, ApiKey, ProcessTime, RateLimit, JsonBody.
 """
 
 from __future__ import annotations
@@ -150,82 +150,6 @@ class ProcessTimeMiddleware:
         await self.app(scope, receive, send_with_time)
         if self.on_response and scope.get("path", "").startswith(PROTECTED_PREFIX):
             self.on_response(time.perf_counter() - started, status_holder.get("status", 500))
-
-
-# Swagger UI from the assets BentoML ships (served at /static_content): no CDN, works offline.
-_SWAGGER_HTML = b"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>VCP breakout scoring API - Swagger UI</title>
-<link rel="stylesheet" href="/static_content/swagger-ui.css"></head>
-<body><div id="swagger-ui"></div>
-<script src="/static_content/swagger-ui-bundle.js"></script>
-<script src="/static_content/swagger-ui-standalone-preset.js"></script>
-<script>
-window.ui = SwaggerUIBundle({url: "/openapi.json", dom_id: "#swagger-ui", deepLinking: true,
-  presets: [SwaggerUIBundle.presets.apis, SwaggerUIStandalonePreset], layout: "BaseLayout"});
-</script></body></html>
-"""
-
-# A small read-only reference page (the ReDoc bundle is not shipped offline): every operation
-# with its summary, request schema and responses, rendered from /openapi.json.
-_REDOC_HTML = b"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>VCP breakout scoring API - reference</title>
-<style>body{font-family:sans-serif;max-width:60em;margin:2em auto;padding:0 1em}
-h2{border-bottom:1px solid #ccc}code,pre{background:#f6f6f6}pre{padding:.5em;overflow:auto}
-.m{font-weight:bold;text-transform:uppercase;margin-right:.5em}</style></head>
-<body><div id="doc">Loading /openapi.json ...</div>
-<script>
-fetch("/openapi.json").then(r => r.json()).then(spec => {
-  const esc = s => String(s ?? "").replace(/[&<>]/g, c => ({"&":"&amp;","<":"&lt;",">":"&gt;"})[c]);
-  let h = `<h1>${esc(spec.info.title)} ${esc(spec.info.version)}</h1>`;
-  h += `<p>${esc(spec.info.description)}</p><p>Spec: <a href="/openapi.json">/openapi.json</a>`;
-  h += ` - interactive: <a href="/docs">/docs</a></p>`;
-  for (const [path, ops] of Object.entries(spec.paths || {})) {
-    for (const [method, op] of Object.entries(ops)) {
-      h += `<h2><span class="m">${esc(method)}</span><code>${esc(path)}</code></h2>`;
-      h += `<p>${esc(op.summary || "")}</p><p>${esc(op.description || "")}</p>`;
-      const body = op.requestBody && op.requestBody.content;
-      if (body) h += `<h3>Request</h3><pre>${esc(JSON.stringify(body, null, 2))}</pre>`;
-      h += `<h3>Responses</h3><ul>`;
-      for (const [code, r] of Object.entries(op.responses || {}))
-        h += `<li><b>${esc(code)}</b> ${esc(r.description)}</li>`;
-      h += `</ul>`;
-    }
-  }
-  const schemas = (spec.components || {}).schemas || {};
-  h += `<h1>Schemas</h1>`;
-  for (const [name, s] of Object.entries(schemas))
-    h += `<h2 id="${esc(name)}">${esc(name)}</h2><pre>${esc(JSON.stringify(s, null, 2))}</pre>`;
-  document.getElementById("doc").innerHTML = h;
-});
-</script></body></html>
-"""
-
-
-class DocsAliasMiddleware:
-    """The seed's documentation paths beside BentoML's `/` and `/docs.json`: `/openapi.json`
-    (the same spec: the request is passed on as /docs.json), `/docs` (Swagger UI on BentoML's
-    bundled assets) and `/redoc` (a minimal reference page rendered from the spec)."""
-
-    PAGES = {"/docs": _SWAGGER_HTML, "/redoc": _REDOC_HTML}
-
-    def __init__(self, app):
-        self.app = app
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or scope.get("method") not in ("GET", "HEAD"):
-            return await self.app(scope, receive, send)
-        path = scope.get("path", "")
-        if path == "/openapi.json":
-            scope = {**scope, "path": "/docs.json", "raw_path": b"/docs.json"}
-            return await self.app(scope, receive, send)
-        page = self.PAGES.get(path)
-        if page is None:
-            return await self.app(scope, receive, send)
-        await send({"type": "http.response.start", "status": 200, "headers": [
-            (b"content-type", b"text/html; charset=utf-8"),
-            (b"content-length", str(len(page)).encode())]})
-        await send({"type": "http.response.body",
-                    "body": b"" if scope["method"] == "HEAD" else page})
 
 
 class JsonBodyMiddleware:
@@ -385,8 +309,8 @@ class BodyLimitMiddleware:
 
 class SpecTransformMiddleware:
     """Post-processes the OpenAPI document BentoML generates (GET /docs.json, which
-    DocsAliasMiddleware also serves as /openapi.json): each transform takes the spec dict and
-    returns it, in order. Other modules add theirs to the list service.py passes."""
+    serving.docs.DocsMiddleware builds /openapi.json from): each transform takes the spec dict
+    and returns it, in order. Other modules add theirs to the list service.py passes."""
 
     def __init__(self, app, transforms: Iterable[Callable[[dict], dict]] = (),
                  path: str = "/docs.json"):

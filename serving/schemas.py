@@ -89,18 +89,32 @@ class BatchPredictRequest(PredictOptions):
 
 
 class Contraction(BaseModel):
-    start_date: date
-    end_date: date
-    depth: float = Field(description="(max high - min low) / max high of the contraction")
+    high_date: date = Field(description="Session of the swing high the contraction starts at")
+    high: float
+    low_date: date = Field(description="Session of its lowest low")
+    low: float
+    depth: float = Field(description="1 - low / high")
+    volume_ratio: float | None = Field(
+        description="Mean volume in the contraction / the 50-day average at its end")
 
 
-class Pattern(BaseModel):
-    vcp_detected: bool
+class Setup(BaseModel):
+    """A VCP setup as the detector (features/vcp.py) found it at the as-of date."""
+
+    footprint: str = Field(description="Weeks, deepest/last depth % and contractions, e.g. "
+                                       "'18W 28/4 3T'")
+    base_start: date = Field(description="Session of the base high")
+    base_sessions: int = Field(description="Sessions from the base high to the as-of date")
+    base_high: float
+    prior_advance: float = Field(description="Advance into the base: 0.45 = +45%")
     contractions: list[Contraction]
-    pivot_price: float | None
-    base_length: int | None = Field(description="Sessions from the base high to the as-of date")
-    trend_template: dict[str, bool]
-    trend_template_count: int
+    pivot: float = Field(description="The last contraction's high: the buy-stop level")
+    stop: float = Field(description="The last contraction's low")
+    risk_pct: float = Field(description="1 - stop / pivot")
+    volume_dryup: float | None = Field(
+        description="Mean volume in the last contraction / the 50-day average")
+    breakout: bool = Field(description="Close above the pivot on volume >= 1.4x its average")
+    extended: bool = Field(description="Close more than 5% above the pivot")
 
 
 class Contribution(BaseModel):
@@ -124,7 +138,10 @@ class PredictResponse(BaseModel):
         None, description="Set when prediction_date was not a session (mapped to the one before)")
     probability: float = Field(description="Calibrated probability that the breakout succeeds")
     confidence: Literal["HIGH", "MEDIUM", "LOW"]
-    pattern: Pattern
+    pattern: Setup | None = Field(description="The VCP setup, or null when there is none")
+    why_not: str | None = Field(description="When there is no setup: the first rule that failed")
+    trend_template: dict[str, bool]
+    trend_template_count: int
     features: dict[str, float | None] | None = None
     explanation: Explanation | None = None
     model_name: str

@@ -110,7 +110,7 @@ def test_a_run_writes_all_four_outputs(small_store, quick_model, paths, expected
     assert set(by_isin) | {r["isin"] for r in pred} == expected["all"]
     assert not set(by_isin) & {r["isin"] for r in pred}
     for isin in expected["inactive"]:
-        assert by_isin[isin].startswith("inactive")
+        assert by_isin[isin].startswith("delisted: on ")
     for isin, reason in expected["reasons"].items():
         assert by_isin[isin] == reason
 
@@ -143,7 +143,7 @@ def test_a_run_writes_all_four_outputs(small_store, quick_model, paths, expected
     for level in ("HIGH", "MEDIUM", "LOW"):
         n = sum(r["confidence"] == level for r in pred)
         assert any(ln.split()[:2] == [level, f"{n:,}"] for ln in report.splitlines())
-    assert "inactive" in report and "insufficient_history" in report
+    assert "delisted" in report and "insufficient_history" in report
     for stage in ("model", "read", "features", "score"):
         assert f"\n  {stage} " in report
     assert f"scored {len(pred):,} stocks" in message(proc)
@@ -176,7 +176,8 @@ def test_stocks_with_too_little_data_are_skipped_with_their_reasons(small_store,
         n = int(r["reason"].split(":")[1].split()[0])
         assert n < 200 and r["reason"].endswith("200 needed")
     kinds = {r["reason"].split(":")[0] for r in skipped}
-    assert kinds <= {"inactive", "not_listed", "insufficient_history", "no_data", "stale"}
+    assert kinds <= {"inactive", "delisted", "not_listed", "insufficient_history", "no_data",
+                     "stale"}
     assert result.n_scored + result.n_skipped == result.n_universe
     report = result.files["report"].read_text()
     assert f"insufficient_history {len(short):>7,}".replace(" ", "") in report.replace(" ", "")
@@ -244,7 +245,7 @@ def test_an_unknown_date_fails_with_a_message(small_store, quick_model, paths):
     proc = cli(*args_for(small_store, paths, "--date", "1999-01-04"))
     assert proc.returncode == 2
     text = message(proc)
-    assert "no data for 1999-01-04: the store holds sessions from 2023-11-01 to 2026-10-30" \
+    assert "no data for 1999-01-04: the store holds sessions from 2022-11-01 to 2026-10-30" \
         in text
     proc = cli(*args_for(small_store, paths, "--date", "2024-13-45"))
     assert proc.returncode == 2 and "not a date" in message(proc)

@@ -407,3 +407,54 @@ def test_output_media_type_fault_and_fix(monkeypatch):
             assert spec.mime_type() == "application/json"
     # Upstream: the schema is rebuilt for every response; declared: never.
     assert builds == {"plain": 3, "declared": 0}
+
+
+# -- OPENAPI_TEMPLATE --------------------------------------------------------------------------
+@on_written_version
+def test_openapi_template_fault_and_fix():
+    import json
+
+    import _bentoml_impl.server
+    from fastapi.testclient import TestClient
+
+    import service
+    from serving.docs import DocsMiddleware
+
+    # Upstream: the document and the index page are BentoML's template.
+    upstream = service.api_service.openapi_spec.asdict()
+    info = upstream["info"]
+    assert (info["title"], info["version"]) == ("vcp_api", "None")
+    assert info["contact"]["name"] == fixes.TEMPLATE_CONTACT
+    assert "This is a Machine Learning Service created with BentoML" in info["description"]
+    assert "img.shields.io" in info["description"]  # badges fetched from the network
+    assert [t["name"] for t in upstream["tags"]] == list(fixes.BENTOML_TAG_NAMES)
+    index = (Path(_bentoml_impl.server.__file__).parent / "main-openapi.html").read_text()
+    assert "googletagmanager" in index and "github-corner" in index
+
+    # Fixed: the document the service serves, and its own page at /.
+    async def bento(scope, receive, send):
+        body = json.dumps(upstream).encode()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": body})
+
+    client = TestClient(DocsMiddleware(bento))
+    served = client.get("/openapi.json").json()
+    assert served["info"]["title"] == "VCP breakout API" and "contact" not in served["info"]
+    assert "BentoML" not in json.dumps(served["info"])
+    assert not {t["name"] for t in served["tags"]} & set(fixes.BENTOML_TAG_NAMES)
+    assert served["paths"].keys() == upstream["paths"].keys()
+    assert {"PredictRequest", "PredictResponse", "ErrorResponse"} <= set(
+        served["components"]["schemas"])
+    assert "googletagmanager" not in client.get("/").text
+
+
+def test_a_changed_template_is_noticed(caplog):
+    spec = {"info": {"title": "x", "description": "a service"}, "paths": {
+        "/a": {"get": {"tags": ["Infrastructure"]}}}}
+    with caplog.at_level(logging.WARNING, logger="vcp.bentoml"):
+        out = fixes.replace_template_info(spec, {"title": "t", "version": "1"},
+                                          [{"name": "operations", "description": "d"}],
+                                          fixes.BENTOML_TAG_NAMES)
+    assert out["info"] == {"title": "t", "version": "1"}
+    assert out["paths"]["/a"]["get"]["tags"] == ["operations"]
+    assert any("OPENAPI_TEMPLATE" in r.getMessage() for r in caplog.records)

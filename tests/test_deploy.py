@@ -48,7 +48,8 @@ def test_bento_holds_the_service_code(bento):
     for rel in ("service.py", "serving/api.py", "serving/ratelimit.py", "serving/http.py",
                 "serving/bentoml_workarounds.py", "inference/registry.py",
                 "inference/snapshot.py", "market/store.py", "features/vector.py",
-                "training_artifacts/model_store.py", "vcp/settings.py", "batch/__init__.py"):
+                "training_artifacts/model_store.py", "vcp/settings.py", "batch/__init__.py",
+                "serving/docs.py", "inference/charts.py", "pyproject.toml"):
         assert (src / rel).is_file(), rel
     for unwanted in ("data", "tests", ".venv", "loadtests", "benchmarks"):
         assert not (src / unwanted).exists(), unwanted

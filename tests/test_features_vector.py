@@ -128,14 +128,13 @@ def test_reasons_and_pattern(panel):
     assert short.reasons[1] is not None
     assert short.reasons[1].startswith("insufficient_history: ")
     assert short.reasons[1].endswith("sessions, 200 needed")
-    p = res.pattern(0)
-    assert set(p["trend_template"]) and len(p["trend_template"]) == 8
-    assert {"detected", "contractions", "pivot", "base_length"} <= set(p)
-    assert res.values[0, FEATURES.index("trend_template_count")] == sum(
-        p["trend_template"].values()
-    )
-    for s, e, depth in p["contractions"]:
-        assert 0 <= s <= e <= 499 and 0 <= depth < 1
+    checks = res.trend_template(0)
+    assert len(checks) == 8
+    assert res.values[0, FEATURES.index("trend_template_count")] == sum(checks.values())
+    # Every stock is a setup or says why not; unscoreable stocks give their scoreability reason.
+    for i in range(60):
+        assert res.is_setup(i) == (res.why_not(i) is None)
+    assert res.why_not(3) == "no_data"
 
 
 def test_bad_shapes_raise():

@@ -78,7 +78,7 @@ def test_the_hardening_defaults(clean_env):
     s = load_settings()
     assert (s.max_body_bytes, s.metrics_key, s.trusted_proxies, s.auth_failures_per_minute,
             s.header_timeout_seconds, s.date_concurrency, s.date_wait_seconds,
-            s.date_cache_mb) == (2 * 2**20, None, (), 30, 10, 1, 2, 128)
+            s.date_cache_mb) == (2 * 2**20, None, (), 30, 10, 1, 2, 512)
 
 
 def test_values_that_only_conflict_together(clean_env, monkeypatch):

@@ -43,12 +43,12 @@ def test_panel_is_aligned_and_never_reads_after_as_of(small_store):
     with small_store.connect() as con:
         isin = panel.isins[5]
         rows = con.execute(
-            "SELECT date, close FROM bars WHERE isin = ? AND date <= ?"
-            " ORDER BY date DESC LIMIT 300",
-            [isin, as_of],
+            "SELECT date, close FROM bars WHERE isin = ? AND date BETWEEN ? AND ?",
+            [isin, pd.Timestamp(panel.dates[0]).date(), as_of],
         ).df()
     series = pd.Series(panel.close[5], index=pd.to_datetime(panel.dates))
     expected = rows.set_index(pd.to_datetime(rows["date"]))["close"]
+    assert len(expected) > 250 and series.notna().sum() == len(expected)
     assert np.allclose(series.reindex(expected.index), expected)
     assert np.isnan(panel.close).any()  # missing days stay NaN
 

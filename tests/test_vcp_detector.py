@@ -1,4 +1,4 @@
-"""VCP detector on constructed price paths."""
+"""The VCP detector on constructed bases, each with the decision and footprint a trader expects."""
 
 from __future__ import annotations
 
@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 
 from features import compute_features_at
-from features.vcp import SWING_K, detect_vcp, detect_vcp_one
+from features import vcp as V
+from features.vcp import detect
 
-RANGE = 0.002  # intraday half-range around the close
+RANGE = 0.003  # intraday half-range around the close
 
 
 def path(points: list[tuple[int, float]]) -> np.ndarray:
@@ -19,123 +20,144 @@ def path(points: list[tuple[int, float]]) -> np.ndarray:
     return np.array(out)
 
 
-def bars(close: np.ndarray, volume: np.ndarray | None = None):
-    high = close * (1 + RANGE)
-    low = close * (1 - RANGE)
-    vol = np.full(close.shape, 1e5) if volume is None else volume
-    return close.copy(), high, low, close, vol
+def bars(close: np.ndarray, volume: np.ndarray):
+    return close * (1 + RANGE), close * (1 - RANGE), close, volume
 
 
-def textbook():
-    """Advance 50 -> 100, then pullbacks of 25%, 12%, 5% from 100, 97, 95; now at 93."""
-    close = path(
-        [
-            (0, 40.0),
-            (100, 50.0),
-            (60, 100.0),  # prior advance, peak at 160
-            (15, 75.0),
-            (15, 97.0),  # C1: 25%, swing high at 190
-            (10, 97 * 0.88),
-            (10, 95.0),  # C2: 12%, swing high at 210
-            (8, 95 * 0.95),
-            (5, 93.0),
-        ]  # C3: 5%, in progress
-    )
-    vol = np.full(close.shape, 2e5)
-    vol[160:190] = 1.5e5
-    vol[190:210] = 1e5
-    vol[210:] = 5e4  # drying up
-    return close, vol
+ADVANCE = [(0, 40.0), (150, 55.0), (100, 100.0)]  # a long stage-2 run; the base high at col 250
 
 
-def test_textbook_vcp_detected():
-    close, vol = textbook()
-    o, h, lo, c, v = bars(close, vol)
-    res = detect_vcp_one(h, lo, c, v)
-    assert res["detected"]
-    cs = res["contractions"]
-    assert [s for s, _, _ in cs] == [160, 190, 210]
-    assert cs[-1][1] == len(close) - 1
-    depths = [d for _, _, d in cs]
-    assert depths == pytest.approx([0.25, 0.12, 0.05], abs=0.01)
-    assert res["pivot"] == pytest.approx(95 * (1 + RANGE))
-    assert res["base_length"] == len(close) - 1 - 160
-    assert res["higher_lows"]
-    assert res["volume_dryup"] < 0.5
-    assert res["prior_runup"] == pytest.approx(100.2 / (lo[100:160].min()) - 1)
+def base(legs: list[tuple[int, float]], dry_from: int | None = None, dry: float = 0.4):
+    """The advance, then `legs`; volume 2e5, `dry` x that from column `dry_from` on."""
+    close = path(ADVANCE + legs)
+    volume = np.full(close.shape, 2e5)
+    if dry_from is not None:
+        volume[dry_from:] *= dry
+    return close, volume
 
 
-def test_textbook_in_feature_vector():
-    close, vol = textbook()
-    close = np.concatenate([np.linspace(30, 40, 250), close])  # enough history to score
-    vol = np.concatenate([np.full(250, 2e5), vol])
-    o, h, lo, c, v = (x[None, :] for x in bars(close, vol))
+def textbook_3t():
+    """Pullbacks of 25%, 12% and 5% from 100, 97 and 95, each quieter; now at 94."""
+    legs = [(15, 75.0), (15, 97.0), (10, 97 * 0.88), (10, 95.0), (6, 95 * 0.95), (4, 94.0)]
+    return base(legs, dry_from=250 + 50)
+
+
+def run(close, volume):
+    return detect(*bars(close, volume))
+
+
+def test_textbook_3t_vcp_is_detected_with_its_footprint():
+    close, volume = textbook_3t()
+    day = run(close, volume)
+    assert day.detected[0], day.why_not(0)
+    setup = day.setup(0)
+    # Depths are measured from the swing high's high to the swing low's low.
+    shrink = (1 - RANGE) / (1 + RANGE)
+    expected = [1 - 75 / 100 * shrink, 1 - 0.88 * shrink, 1 - 0.95 * shrink]
+    assert setup["footprint"] == "12W 25/6 3T"
+    assert [c["high_date"] for c in setup["contractions"]] == [250, 280, 300]
+    assert [c["depth"] for c in setup["contractions"]] == pytest.approx(expected)
+    assert setup["pivot"] == pytest.approx(95 * (1 + RANGE))
+    assert setup["stop"] == pytest.approx(95 * 0.95 * (1 - RANGE))
+    assert setup["risk_pct"] == pytest.approx(1 - setup["stop"] / setup["pivot"])
+    assert setup["prior_advance"] > 0.8
+    assert setup["volume_dryup"] < 0.6
+    assert not setup["breakout"] and not setup["extended"]
+
+
+def test_textbook_4t_vcp_is_detected():
+    legs = [(18, 70.0), (18, 98.0), (12, 98 * 0.85), (12, 96.0), (8, 96 * 0.92), (8, 95.0),
+            (5, 95 * 0.96), (3, 94.5)]
+    close, volume = base(legs, dry_from=250 + 75)
+    day = run(close, volume)
+    assert day.detected[0], day.why_not(0)
+    assert day.footprint(0) == "17W 30/5 4T"
+
+
+def test_a_cup_without_contractions_is_not_a_vcp():
+    legs = [(30, 72.0), (30, 97.0)]  # one rounded decline and recovery, then nothing
+    close, volume = base(legs, dry_from=250 + 40)
+    day = run(close, volume)
+    assert not day.detected[0]
+    assert day.code[0] == V.TOO_FEW
+    assert day.why_not(0).startswith("one contraction only")
+
+
+def test_widening_contractions_are_not_a_vcp():
+    legs = [(8, 94.0), (8, 99.0), (12, 99 * 0.88), (12, 98.0), (15, 98 * 0.80), (15, 96.0)]
+    close, volume = base(legs, dry_from=250 + 40)
+    day = run(close, volume)
+    assert day.code[0] == V.NOT_TIGHTENING
+    assert "do not tighten" in day.why_not(0)
+
+
+def test_a_base_without_volume_dry_up_is_not_a_vcp():
+    close, volume = textbook_3t()
+    day = run(close, np.full(close.shape, 2e5))  # volume never dries up
+    assert day.code[0] == V.NO_DRYUP
+    assert "no volume dry-up" in day.why_not(0)
+
+
+def test_a_base_after_a_decline_is_not_in_stage_2():
+    decline = [(0, 100.0), (150, 60.0), (100, 45.0)]  # falling averages, no prior advance
+    close = path(decline + [(15, 40.0), (15, 44.0), (10, 42.0), (10, 43.5), (6, 42.8),
+                            (4, 43.0)])
+    volume = np.full(close.shape, 2e5)
+    volume[-20:] *= 0.4
+    day = run(close, volume)
+    assert day.code[0] in (V.NOT_STAGE2, V.NO_BASE)
+    assert not day.detected[0]
+
+
+def test_a_flat_stock_is_not_a_vcp_and_its_features_are_finite_or_nan():
+    close = np.full(400, 20.0)
+    volume = np.full(400, 1e4)
+    day = run(close, volume)
+    assert not day.detected[0]
+    assert day.why_not(0) is not None
+    o, h, lo, c, v = (x[None, :] for x in (close, close, close, close, volume))
     res = compute_features_at(o, h, lo, c, v)
-    assert res.reasons == [None]
-    f = res.as_dict(0)
-    assert f["contraction_count"] == 3
-    assert f["first_depth"] == pytest.approx(0.25, abs=0.01)
-    assert f["last_depth"] == pytest.approx(0.05, abs=0.01)
-    assert f["dist_to_pivot"] == pytest.approx(93 / 95.19 - 1, abs=1e-3)
-    assert res.pattern(0)["detected"]
+    assert not np.isinf(res.values).any()
 
 
-def test_not_yet_confirmed_swing_is_ignored():
-    """A swing high needs SWING_K later sessions: until then the contraction continues."""
-    close, vol = textbook()
-    o, h, lo, c, v = bars(close, vol)
-    d = 210 + SWING_K - 1  # the C2 high at 210 is not confirmed yet
-    res = detect_vcp(*(x[None, :] for x in (h, lo, c, v)), d=d).pattern(0)
-    assert [s for s, _, _ in res["contractions"]] == [160, 190]
-    assert res["contractions"][-1][1] == d
+def test_each_contraction_high_date_is_a_session_with_that_high():
+    """The date bug cannot return: the stated high price is the high on the stated date, in
+    the features' one-date path (which crops the panel) as well."""
+    close, volume = textbook_3t()
+    pre = 220  # extra history, so the one-date path crops the panel
+    close = np.concatenate([np.full(pre, 40.0), close])
+    volume = np.concatenate([np.full(pre, 2e5), volume])
+    high, low, c, v = bars(close, volume)
+    dates = np.arange("2020-01-01", len(close), dtype="datetime64[D]")
+    res = compute_features_at(c[None, :], high[None, :], low[None, :], c[None, :], v[None, :])
+    assert res.is_setup(0), res.why_not(0)
+    setup = res.vcp.setup(0, dates)
+    for con in setup["contractions"]:
+        col = int((np.datetime64(con["high_date"]) - dates[0]).astype(int))
+        assert high[col] == pytest.approx(con["high"])
+        col = int((np.datetime64(con["low_date"]) - dates[0]).astype(int))
+        assert low[col] == pytest.approx(con["low"])
 
 
-def test_steady_uptrend_not_detected():
-    close = 100 * 1.002 ** np.arange(300)
-    o, h, lo, c, v = bars(close)
-    res = detect_vcp_one(h, lo, c, v)
-    assert not res["detected"] and not res["has_base"]
+def test_breakout_and_extended_flags():
+    close, volume = textbook_3t()
+    pivot = 95 * (1 + RANGE)
+    up = np.concatenate([close, [pivot * 1.02]])
+    vol = np.concatenate([volume, [2e5 * 2.0]])
+    day = run(up, vol)
+    assert day.detected[0] and day.breakout[0]
+    far = np.concatenate([close, [pivot * 1.06]])  # still within the base's flat top
+    day = run(far, vol)
+    assert not day.detected[0] and day.extended[0] and day.code[0] == V.EXTENDED
+    assert day.why_not(0).startswith("extended")
 
 
-def test_widening_range_not_detected():
-    close = path(
-        [
-            (0, 80.0),
-            (60, 100.0),
-            (10, 95.0),
-            (10, 99.9),
-            (12, 90.0),
-            (12, 99.8),
-            (15, 80.0),
-            (15, 99.7),
-            (10, 97.0),
-        ]
-    )
-    o, h, lo, c, v = bars(close)
-    res = detect_vcp_one(h, lo, c, v)
-    depths = [d for _, _, d in res["contractions"]]
-    assert len(depths) >= 3 and depths[1] > depths[0]
-    assert not res["detected"]
-
-
-def test_extended_above_pivot_not_detected():
-    close, vol = textbook()
-    close = np.concatenate([close[:-5], np.linspace(close[-6], 95 * 1.15, 6)[1:]])
-    o, h, lo, c, v = bars(close, vol)
-    assert not detect_vcp_one(h, lo, c, v)["detected"]
-
-
-def test_nan_gaps_and_empty_rows_do_not_crash():
-    close, vol = textbook()
-    rows = np.vstack([close, close, np.full(close.shape, np.nan), close[::-1]])
-    rows[1, 170:175] = np.nan
-    rows[1, 200] = np.nan
-    o, h, lo, c, v = bars(rows, np.tile(vol, (4, 1)))
-    win = detect_vcp(h, lo, c, v)
-    assert win.detected[0] and not win.detected[2] and not win.has_base[2]
-    assert np.isnan(win.first_depth[2])
-    p1 = win.pattern(1)
-    assert all(np.isfinite(d) for _, _, d in p1["contractions"])
-    assert win.pattern(2)["contractions"] == []
-    short = detect_vcp(h[:, :8], lo[:, :8], c[:, :8], v[:, :8])
-    assert not short.detected.any()
+def test_detection_reads_nothing_after_the_date():
+    close, volume = textbook_3t()
+    d = len(close) - 1
+    noise = np.random.default_rng(0).uniform(0.5, 2.0, 60)
+    longer = np.concatenate([close, close[-1] * noise])
+    vol = np.concatenate([volume, np.full(60, 9e5)])
+    a, b = run(close, volume), detect(*bars(longer, vol), d=d)
+    assert a.detected[0] == b.detected[0] and a.footprint(0) == b.footprint(0)
+    np.testing.assert_array_equal(a.hi_col, b.hi_col)

@@ -15,10 +15,17 @@ import numpy as np  # noqa: E402
 
 METRICS = ["roc_auc", "pr_auc", "brier", "log_loss", "base_rate", "precision_at_20",
            "precision_at_50", "mean_r_top_50", "n"]
+# Tables fit the 1000 px page: short headers that may wrap, values that do not.
 CSS = """body{font-family:system-ui,sans-serif;max-width:1000px;margin:2em auto;color:#222}
-table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;
-text-align:right}th{background:#f3f3f3}.banner{background:#fff3cd;padding:8px;border:1px solid
-#e0c36a}img{max-width:100%}"""
+table{border-collapse:collapse;margin:1em 0;max-width:100%;font-size:14px}
+td,th{border:1px solid #ccc;padding:4px 6px;text-align:right}td{white-space:nowrap}
+th{background:#f3f3f3}.banner{background:#fff3cd;padding:8px;border:1px solid
+#e0c36a}img{max-width:100%}td.text{white-space:normal;text-align:left}"""
+# Column headers of the metric tables; metrics counted in whole numbers are shown as such.
+LABELS = {"roc_auc": "ROC-AUC", "pr_auc": "PR-AUC", "brier": "Brier", "log_loss": "log loss",
+          "base_rate": "base rate", "precision_at_20": "precision @20",
+          "precision_at_50": "precision @50", "mean_r_top_50": "mean R top 50", "n": "n"}
+INTEGER_METRICS = {"n"}
 
 
 def _png(fig) -> str:
@@ -29,17 +36,25 @@ def _png(fig) -> str:
     return f'<img alt="plot" src="data:image/png;base64,{encoded}">'
 
 
-def _fmt(v: Any) -> str:
-    if isinstance(v, float):
+def _fmt(v: Any, integer: bool = False) -> str:
+    if isinstance(v, bool):
+        return html.escape(str(v))
+    if isinstance(v, (int, np.integer)) or (integer and isinstance(v, (float, np.floating))
+                                             and np.isfinite(v)):
+        return f"{round(v):,}"
+    if isinstance(v, (float, np.floating)):
         return "n/a" if np.isnan(v) else f"{v:.4f}"
     return html.escape(str(v))
 
 
 def _table(rows: dict[str, dict[str, float]], metrics: list[str] = METRICS) -> str:
-    head = "".join(f"<th>{m}</th>" for m in metrics)
+    # Each metric's key in the model metadata as the header's tooltip.
+    head = "".join(f"<th title='{html.escape(m)}'>{html.escape(LABELS.get(m, m))}</th>"
+                   for m in metrics)
     body = "".join(
-        f"<tr><th>{html.escape(name)}</th>" + "".join(f"<td>{_fmt(vals.get(m))}</td>"
-                                                     for m in metrics) + "</tr>"
+        f"<tr><th>{html.escape(name)}</th>" + "".join(
+            f"<td>{_fmt(vals.get(m), integer=m in INTEGER_METRICS)}</td>" for m in metrics)
+        + "</tr>"
         for name, vals in rows.items()
     )
     return f"<table><tr><th></th>{head}</tr>{body}</table>"
@@ -104,7 +119,7 @@ def render_report(
         f"regression; its precision@50 is {margins['precision_at_50_vs_rule']:+.4f} against "
         f"the rule and {margins['precision_at_50_vs_logistic']:+.4f} against logistic regression."
     )
-    docs = "".join(f"<tr><th>{html.escape(k)}</th><td style='text-align:left'>"
+    docs = "".join(f"<tr><th>{html.escape(k)}</th><td class='text'>"
                    f"{html.escape(v)}</td></tr>" for k, v in feature_docs.items())
     th = meta["thresholds"]
     return f"""<!doctype html><html><head><meta charset="utf-8">

@@ -83,7 +83,7 @@ def data_demo(
     db: DbOption = None,
 ) -> None:
     """Build the deterministic SIMULATED demo market (not real companies) into the store."""
-    from market.simulator import SimConfig, build_demo_store
+    from market.simulator import SIMULATOR_VERSION, SimConfig, build_demo_store
     from market.store import MarketStore
 
     path = _store_path(ctx, db)
@@ -93,7 +93,8 @@ def data_demo(
         if meta.get("source") == "real":
             raise fail(f"{path} holds real ingested data; refusing to overwrite it with the "
                        "simulated demo (use another --db)")
-        if meta.get("seed") == str(seed) and meta.get("n_stocks") == str(stocks):
+        if (meta.get("seed") == str(seed) and meta.get("n_stocks") == str(stocks)
+                and meta.get("simulator") == SIMULATOR_VERSION):
             console.print(f"demo store {path} already built (seed {seed}, {stocks} stocks)")
             return
     cfg = SimConfig(n_stocks=stocks, seed=seed, n_dual=min(2_000, stocks // 5))

@@ -78,7 +78,7 @@ class Settings(BaseSettings):
                                           description="a number of seconds > 0")
     date_concurrency: int = Field(1, ge=1, description=WHOLE_AT_LEAST_1)
     date_wait_seconds: float = Field(2.0, ge=0, allow_inf_nan=False, description=SECONDS)
-    date_cache_mb: float = Field(128.0, ge=0, allow_inf_nan=False,
+    date_cache_mb: float = Field(512.0, ge=0, allow_inf_nan=False,
                                  description="megabytes >= 0 (0 keeps only the latest date)")
 
     # -- the batch ---------------------------------------------------------------------------
