@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures as cf
-import os
 import shutil
 import socket
 import subprocess
@@ -32,15 +31,17 @@ import tempfile
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
-import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from market.store import MarketStore  # noqa: E402
+from tests.serverutil import api_worker_rss_mb, running_server  # noqa: E402
 from vcp.settings import startup_settings  # noqa: E402
 
 SETTINGS = startup_settings()
@@ -52,52 +53,11 @@ USER = {"X-API-Key": "k1"}
 SOURCE = ROOT  # the checkout served (--source: e.g. an export of main, for "before")
 
 
-def start(env: dict[str, str], market_db: Path | None = None) -> tuple[subprocess.Popen, str]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    full = {**os.environ, **env}
-    if market_db is not None:
-        full["VCP_MARKET_DB"] = str(market_db)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "bentoml", "serve", "service:VcpApi", "--port", str(port),
-         "--host", "127.0.0.1"], cwd=SOURCE, env=full, stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180
-    while True:
-        try:
-            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                return proc, url
-        except httpx.HTTPError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            stop(proc)
-            raise SystemExit("server did not start")
-        time.sleep(0.2)
-
-
-def stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=40)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-
-
-def api_worker_rss(proc: subprocess.Popen) -> float:
-    """RSS (MB) of the API worker: the child process that serves `vcp_api`."""
-    total = 0.0
-    for child in psutil.Process(proc.pid).children(recursive=True):
-        try:
-            cmd = " ".join(child.cmdline())
-            if "vcp_model_runner" in cmd or "_bentoml_impl.worker" not in cmd:
-                continue
-            total += child.memory_info().rss / 2**20
-        except psutil.Error:
-            continue
-    return round(total, 1)
+@contextmanager
+def server(env: dict[str, str], market_db: Path | None = None) -> Iterator[subprocess.Popen]:
+    with running_server(market_db or SETTINGS.market_db_path, env, timeout=180,
+                        source=SOURCE) as proc:
+        yield proc
 
 
 def predict_ms(http: httpx.Client, url: str, code: str, headers=None, **extra) -> tuple[int, float]:
@@ -105,6 +65,20 @@ def predict_ms(http: httpx.Client, url: str, code: str, headers=None, **extra) -
     r = http.post(f"{url}/api/v1/predict", json={"bse_code": code, **extra},
                   headers=headers or {}, timeout=120)
     return r.status_code, (time.perf_counter() - t) * 1000
+
+
+def predicts_while(busy: threading.Thread, url: str, code: str) -> list[float]:
+    """Start `busy`, and send predicts (latest date) one after another until it ends: their
+    latencies (ms)."""
+    lat = []
+    with httpx.Client() as http:
+        predict_ms(http, url, code, USER)  # warm the connection
+        busy.start()
+        while busy.is_alive():
+            lat.append(predict_ms(http, url, code, USER)[1])
+            time.sleep(0.02)
+    busy.join()
+    return lat
 
 
 def pct(values: list[float], q: float) -> float:
@@ -146,14 +120,7 @@ def probe_metrics(url: str, code: str) -> None:
         result["scrape_s"] = time.perf_counter() - t
         result["text"] = r.text
 
-    th = threading.Thread(target=scrape)
-    th.start()
-    lat = []
-    with httpx.Client() as http:
-        while th.is_alive():
-            lat.append(predict_ms(http, url, code, USER)[1])
-            time.sleep(0.02)
-    th.join()
+    lat = predicts_while(threading.Thread(target=scrape), url, code)
     print(f"metrics: series {series(before.text):,} ({len(before.content) / 1e3:.0f} KB) -> "
           f"{series(result['text']):,} ({len(result['text']) / 1e3:.0f} KB) after 9,000 junk "
           f"paths in {spent:.1f} s; scrape {result['scrape_s']:.2f} s; predict during the "
@@ -176,15 +143,7 @@ def probe_body(url: str, code: str) -> None:
             result["status"] = type(exc).__name__
         result["s"] = time.perf_counter() - t
 
-    th = threading.Thread(target=big)
-    lat = []
-    with httpx.Client() as http:
-        predict_ms(http, url, code, USER)
-        th.start()
-        while th.is_alive():
-            lat.append(predict_ms(http, url, code, USER)[1])
-            time.sleep(0.02)
-    th.join()
+    lat = predicts_while(threading.Thread(target=big), url, code)
     print(f"body: {len(body) / 1e6:.0f} MB batch_predict -> {result['status']} in "
           f"{result['s']:.2f} s; concurrent predict max {max(lat):.0f} ms, "
           f"p50 {pct(lat, 0.5)} ms (n={len(lat)})")
@@ -209,7 +168,7 @@ def probe_body(url: str, code: str) -> None:
 def probe_dates(proc: subprocess.Popen, url: str, code: str) -> None:
     cal = MarketStore(SETTINGS.market_db_path).calendar()
     dates = [str(d) for d in cal[-300:-60:6][:40]]
-    rss_before = api_worker_rss(proc)
+    rss_before = round(api_worker_rss_mb(proc), 1)
     statuses: Counter = Counter()
     date_ms: list[float] = []
 
@@ -226,12 +185,12 @@ def probe_dates(proc: subprocess.Popen, url: str, code: str) -> None:
         with httpx.Client() as http:
             while not all(f.done() for f in futures):
                 lat.append(predict_ms(http, url, code, USER)[1])
-                peak[0] = max(peak[0], api_worker_rss(proc))
+                peak[0] = max(peak[0], round(api_worker_rss_mb(proc), 1))
                 time.sleep(0.01)
     print(f"dates: 40 uncached dates -> {dict(statuses)}, slowest {max(date_ms) / 1e3:.1f} s; "
           f"latest-date predict during: n={len(lat)} p50 {pct(lat, 0.5)} p99 {pct(lat, 0.99)} "
           f"max {max(lat):.0f} ms; API RSS {rss_before} -> peak {peak[0]} -> "
-          f"{api_worker_rss(proc)} MB")
+          f"{round(api_worker_rss_mb(proc), 1)} MB")
 
 
 def probe_auth(url: str, code: str) -> None:
@@ -315,9 +274,9 @@ def probe_store(code: str) -> None:
     folder = Path(tempfile.mkdtemp(prefix="bench-store-"))
     copy = folder / "market.duckdb"
     shutil.copy(SETTINGS.market_db_path, copy)
-    proc, url = start({**KEYED}, market_db=copy)
-    try:
-        cal = MarketStore(copy).calendar()
+    cal = MarketStore(copy).calendar()
+    with server(KEYED, market_db=copy) as proc:
+        url = proc.url
         copy.unlink()
         out = []
         with httpx.Client() as http:
@@ -333,9 +292,7 @@ def probe_store(code: str) -> None:
             health = http.get(f"{url}/api/v1/health", headers=USER, timeout=60).json()
         print(f"store: deleted while serving: other dates -> {out}; latest date -> {latest}; "
               f"health {health['status']} {health['reasons']}")
-    finally:
-        stop(proc)
-        shutil.rmtree(folder, ignore_errors=True)
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 def main() -> None:
@@ -349,8 +306,8 @@ def main() -> None:
     only = set(args.only.split(","))
     code = scoreable_code()
     if only & {"metrics", "body", "dates", "auth", "slow"}:
-        proc, url = start(KEYED)
-        try:
+        with server(KEYED) as proc:
+            url = proc.url
             if "dates" in only:
                 time.sleep(20)  # let the warm-up of recent sessions finish
                 probe_dates(proc, url, code)
@@ -362,15 +319,10 @@ def main() -> None:
                 probe_auth(url, code)
             if "slow" in only:
                 probe_slow_header(url)
-        finally:
-            stop(proc)
     if "xff" in only:
-        proc, url = start({"VCP_API_KEYS": "", "VCP_ADMIN_KEYS": "", "VCP_RATE_LIMIT": "5",
-                           "VCP_RATE_BURST": "10"})
-        try:
-            probe_xff(url, code)
-        finally:
-            stop(proc)
+        with server({"VCP_API_KEYS": "", "VCP_ADMIN_KEYS": "", "VCP_RATE_LIMIT": "5",
+                     "VCP_RATE_BURST": "10"}) as proc:
+            probe_xff(proc.url, code)
     if "store" in only:
         probe_store(code)
 

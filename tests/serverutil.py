@@ -22,15 +22,17 @@ def free_port() -> int:
 
 
 @contextmanager
-def running_server(market_db: Path, env: dict[str, str] | None = None, timeout: float = 90):
-    """Yield the base URL of a server on the given store; stop it afterwards."""
+def running_server(market_db: Path, env: dict[str, str] | None = None, timeout: float = 90,
+                   source: Path = ROOT):
+    """Yield the server process (its `url`, its `log_path`) on the given store, serving the
+    checkout `source`; stop it afterwards."""
     port = free_port()
     full_env = {**os.environ, "VCP_MARKET_DB": str(market_db), **(env or {})}
     log = open(Path(os.environ["VCP_DATA_DIR"]).parent / f"server-{port}.log", "w")  # noqa: SIM115
     proc = subprocess.Popen(
         [sys.executable, "-m", "bentoml", "serve", "service:VcpApi", "--port", str(port),
          "--host", "127.0.0.1"],
-        cwd=ROOT, env=full_env, stdout=log, stderr=subprocess.STDOUT,
+        cwd=source, env=full_env, stdout=log, stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + timeout

@@ -15,14 +15,7 @@ from serving.http import (
     SpecTransformMiddleware,
 )
 from serving.openapi_errors import document_errors_and_keys
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.test_ratelimit import FakeClock
 
 
 async def _echo_app(scope, receive, send):
