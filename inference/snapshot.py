@@ -7,10 +7,11 @@ ingest) is noticed by its `updated_at` metadata on `maybe_refresh()` (called on 
 reload) and swapped in whole, so readers never see half of two snapshots.
 
 Other dates are kept within `cache_bytes` (their arrays and Python objects, measured once per
-date; least recently used first out, the latest date never). At most `concurrency` dates are
-computed at once (`slots`: the API and the start-up warming both take one; each computation
-reads a 400-session panel, about 180 MB on the full market, and the memory it freed is handed
-back to the system after it). When the store cannot be read
+date; least recently used first out, the latest date never). At most `concurrency` requests
+compute a date at once (`slots`), besides the warming of the recent sessions at start-up; each
+computation reads a 400-session panel (about 180 MB on the full market), and the memory it
+freed is handed back to the system after it. `computing` holds the dates being computed, so
+a request for one of them can wait for it. When the store cannot be read
 (deleted, locked by a writer, damaged) what is in memory is still served, a date that needs
 the store raises MarketStoreUnavailable, and `store_problem()` says why until a read works.
 """
@@ -156,6 +157,7 @@ class MarketSnapshot:
         self.calendar: np.ndarray = np.array([], dtype="datetime64[D]")
         self.meta: dict[str, str] = {}
         self._store_error: str | None = None
+        self.computing: set[date] = set()  # dates being computed now
 
     # -- loading -----------------------------------------------------------------------------
     def load(self) -> None:
@@ -247,21 +249,29 @@ class MarketSnapshot:
                 hit = self._cache.get(as_of)
             if hit is not None:
                 return hit
+            self.computing.add(as_of)
             try:
-                panel = self.store.load_panel(as_of, HISTORY_WINDOW)
-            except STORE_ERRORS as exc:
-                problem = self._failed(exc)
-                raise MarketStoreUnavailable(
-                    f"{problem}: {as_of} is not in memory and cannot be read now; retry "
-                    "shortly (the latest session is still served)") from None
-            self._store_error = None
-            computed = features_from_panel(panel)
-            del panel
-            release_freed_memory()
+                computed = self._compute(as_of)
+            finally:
+                self.computing.discard(as_of)
             self._keep(computed)
             with self._lock:
                 self._date_locks.pop(as_of, None)
             return computed
+
+    def _compute(self, as_of: date) -> DateFeatures:
+        try:
+            panel = self.store.load_panel(as_of, HISTORY_WINDOW)
+        except STORE_ERRORS as exc:
+            problem = self._failed(exc)
+            raise MarketStoreUnavailable(
+                f"{problem}: {as_of} is not in memory and cannot be read now; retry "
+                "shortly (the latest session is still served)") from None
+        self._store_error = None
+        computed = features_from_panel(panel)
+        del panel
+        release_freed_memory()
+        return computed
 
     def _keep(self, computed: DateFeatures) -> None:
         """Cache `computed` within the byte budget, evicting least recently used dates (never
@@ -280,7 +290,7 @@ class MarketSnapshot:
 
     def warm(self, sessions: int) -> None:
         """Precompute the most recent sessions (run in the background after start-up), one
-        at a time, each in a computation slot like any request's."""
+        at a time. Outside the slots: so the service is ready at once and requests are not
+        refused for warming's sake (a request for a date being warmed waits for it)."""
         for d in self.calendar[-sessions - 1:-1][::-1]:
-            with self.slots:
-                self.at(day(d))
+            self.at(day(d))

@@ -195,14 +195,22 @@ class ApiBackend:
 
     async def _compute(self, as_of: date) -> DateFeatures:
         """A date not in memory: a panel read and a feature pass, off the event loop, in a
-        computation slot; the requests waiting for one wait here, never in a thread."""
-        slots = self.snapshot.slots
+        computation slot; the requests waiting for one wait here, never in a thread. A
+        request for a date already being computed waits for that computation instead."""
+        snap, slots = self.snapshot, self.snapshot.slots
         deadline = time.monotonic() + self.date_wait_seconds
-        while not slots.acquire(blocking=False):
-            if time.monotonic() >= deadline:
+        while True:
+            hit = snap.cached(as_of)
+            if hit is not None:
+                return hit
+            if as_of in snap.computing:
+                deadline = time.monotonic() + self.date_wait_seconds  # its turn has come
+            elif slots.acquire(blocking=False):
+                break
+            elif time.monotonic() >= deadline:
                 raise DatesBusy(
                     f"{as_of} is not in memory and the server is computing as many other "
-                    f"dates as it allows ({self.snapshot.concurrency}); retry in a few seconds")
+                    f"dates as it allows ({snap.concurrency}); retry in a few seconds")
             await asyncio.sleep(SLOT_POLL_SECONDS)
         try:
             loop = asyncio.get_running_loop()

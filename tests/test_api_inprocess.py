@@ -577,6 +577,25 @@ def test_uncached_dates_beyond_the_bound_wait_then_get_503(snapshot, active, sto
     assert again.status_code == 200
 
 
+def test_requests_for_a_date_being_computed_wait_for_it(active, stock, small_store):
+    import asyncio
+
+    day = str(small_store.calendar()[-210])
+    backend = ApiBackend(MarketSnapshot(small_store, concurrency=1),
+                         FakeRunner(ScoringCore()), stale_after_sessions=3, date_wait_seconds=0)
+    backend.snapshot.load()
+
+    async def same_date_thrice():
+        async with _async_client(backend) as client:
+            return await asyncio.gather(*(client.post(
+                "/predict", json={"isin": stock.isin, "prediction_date": day})
+                for _ in range(3)))
+
+    answers = asyncio.run(same_date_thrice())
+    assert [r.status_code for r in answers] == [200] * 3  # one computation, no 503
+    assert len({r.json()["probability"] for r in answers}) == 1
+
+
 def test_an_unknown_stock_never_computes_a_date(snapshot, active):
     backend = ApiBackend(snapshot, FakeRunner(ScoringCore()), stale_after_sessions=3)
     client = TestClient(build_app(lambda: backend))
