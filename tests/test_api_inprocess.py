@@ -550,22 +550,31 @@ def _async_client(backend):
                              base_url="http://api")
 
 
-def test_uncached_dates_beyond_the_bound_wait_then_get_503(snapshot, active, stock,
-                                                           small_store):
-    import asyncio
-
-    cal = small_store.calendar()
-    dates = [str(cal[-200 - i]) for i in range(3)]
+def _one_slot_backend(small_store) -> ApiBackend:
+    """A backend computing one date at a time, whose requests do not wait for a slot."""
     backend = ApiBackend(MarketSnapshot(small_store, concurrency=1),
                          FakeRunner(ScoringCore()), stale_after_sessions=3, date_wait_seconds=0)
     backend.snapshot.load()
+    return backend
 
-    async def three_dates():
+
+def _at_once(backend, isin: str, days: list[str]) -> list:
+    """Predicts for `isin` on each of `days`, sent together."""
+    import asyncio
+
+    async def together():
         async with _async_client(backend) as client:
             return await asyncio.gather(*(client.post(
-                "/predict", json={"isin": stock.isin, "prediction_date": d}) for d in dates))
+                "/predict", json={"isin": isin, "prediction_date": d}) for d in days))
 
-    answers = asyncio.run(three_dates())
+    return asyncio.run(together())
+
+
+def test_uncached_dates_beyond_the_bound_wait_then_get_503(active, stock, small_store):
+    cal = small_store.calendar()
+    dates = [str(cal[-200 - i]) for i in range(3)]
+    backend = _one_slot_backend(small_store)
+    answers = _at_once(backend, stock.isin, dates)
     assert [r.status_code for r in answers] == [200, 503, 503]
     busy = answers[1]
     assert busy.headers["retry-after"] == "2"
@@ -578,20 +587,8 @@ def test_uncached_dates_beyond_the_bound_wait_then_get_503(snapshot, active, sto
 
 
 def test_requests_for_a_date_being_computed_wait_for_it(active, stock, small_store):
-    import asyncio
-
     day = str(small_store.calendar()[-210])
-    backend = ApiBackend(MarketSnapshot(small_store, concurrency=1),
-                         FakeRunner(ScoringCore()), stale_after_sessions=3, date_wait_seconds=0)
-    backend.snapshot.load()
-
-    async def same_date_thrice():
-        async with _async_client(backend) as client:
-            return await asyncio.gather(*(client.post(
-                "/predict", json={"isin": stock.isin, "prediction_date": day})
-                for _ in range(3)))
-
-    answers = asyncio.run(same_date_thrice())
+    answers = _at_once(_one_slot_backend(small_store), stock.isin, [day] * 3)
     assert [r.status_code for r in answers] == [200] * 3  # one computation, no 503
     assert len({r.json()["probability"] for r in answers}) == 1
 
