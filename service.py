@@ -99,7 +99,7 @@ class VcpApi:
         return await self.backend.runner.score(rows)
 
     def __init__(self) -> None:
-        snapshot = MarketSnapshot(MarketStore(settings.market_db_path))
+        snapshot = MarketSnapshot(MarketStore(settings.market_db_path), floors=settings.floors)
         snapshot.load()
         self.backend = ApiBackend(snapshot, fixes.RetryingRunnerClient(self.runner),
                                   stale_after_sessions=settings.stale_after_sessions)

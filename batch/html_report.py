@@ -198,9 +198,13 @@ def render_html_report(
         compared = f"{len(new)} new since the previous run"
     levels = ""
     if thresholds:
-        levels = (f"Confidence: HIGH at p &ge; {thresholds['HIGH']:.2f}, MEDIUM at p &ge; "
-                  f"{thresholds['MEDIUM']:.2f}, LOW below (thresholds from the model's "
-                  "out-of-sample precision, kept in its metadata).")
+        def cut(level: str) -> str:  # a cut-off above 1: too few validated setups reach it
+            t = thresholds[level]
+            return f"p &ge; {t:.2f}" if t <= 1 else "never (no validated precision reaches it)"
+
+        levels = (f"Confidence: HIGH at {cut('HIGH')}, MEDIUM at {cut('MEDIUM')}, LOW below "
+                  "(thresholds from the model's out-of-sample precision, kept in its "
+                  "metadata).")
     cards = "\n".join(_setup_card(r, r.isin in new) for r in setups) or (
         "<p class='meta'>No setup today.</p>")
     stamp = " · ".join(x for x in (created_at and f"created {_esc(created_at)} UTC",

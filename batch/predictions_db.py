@@ -201,6 +201,20 @@ class PredictionsDB:
                 )
             return [dict(r) for r in cur]
 
+    def previous_setups(self, prediction_date: str) -> set[str] | None:
+        """ISINs listed on the latest earlier date that has predictions (any model), None when
+        there is no earlier date: the HTML report marks the setups that are new since then."""
+        if not self.path.exists():
+            return None
+        with self.connect() as con:
+            row = con.execute("SELECT MAX(prediction_date) FROM daily_predictions "
+                              "WHERE prediction_date < ?", [prediction_date]).fetchone()
+            if row is None or row[0] is None:
+                return None
+            return {r[0] for r in con.execute(
+                "SELECT DISTINCT isin FROM daily_predictions WHERE prediction_date = ?",
+                [row[0]])}
+
 
 def _update_run(con: sqlite3.Connection, run_id: str, **fields: Any) -> None:
     sets = ", ".join(f"{k} = ?" for k in fields)

@@ -18,8 +18,10 @@ from typing import Any
 import numpy as np
 
 from features import FEATURES, FeatureResult, compute_features_at
+from features.indicators import ffill
+from features.universe import Floors, median_traded_value_at, tradeable
 from features.vector import HISTORY_WINDOW
-from inference.errors import MarketDataLoading, NoPriceData, NotScoreable
+from inference.errors import MarketDataLoading, NoPriceData
 from inference.sessions import Session, day, resolve_session
 from market.master import Stock, StockMaster
 from market.store import MarketStore, Panel
@@ -33,19 +35,17 @@ class DateFeatures:
     dates: np.ndarray  # panel dates, to turn the detector's column indices into dates
     result: FeatureResult
     row_of: dict[str, int]
+    tradeable: np.ndarray  # [n] inside the universe's liquidity and price floors
+    universe_reasons: list[str | None]  # why a stock is outside them (None: inside)
 
     def row(self, isin: str) -> int | None:
         return self.row_of.get(isin)
 
-    def scoreable_row(self, stock: Stock) -> int:
-        """The stock's row, if its features can be computed at this date."""
+    def price_row(self, stock: Stock) -> int:
+        """The stock's row (its features may still be uncomputable: see ``why_not``)."""
         row = self.row_of.get(stock.isin)
         if row is None:
             raise NoPriceData(f"{stock.isin} has no price data in the store")
-        reason = self.result.reasons[row]
-        if reason is not None:
-            raise NotScoreable(f"{stock.nse_symbol or stock.bse_code or stock.isin} cannot be "
-                               f"scored on {self.as_of}: {reason}")
         return row
 
     def setup(self, i: int) -> dict[str, Any] | None:
@@ -54,7 +54,21 @@ class DateFeatures:
             return None
         return self.result.vcp.setup(i, self.dates)
 
+    def candidate(self, i: int) -> bool:
+        """A setup inside the tradeable universe: the only stocks the model scores."""
+        return bool(self.result.is_setup(i) and self.tradeable[i])
+
+    def candidates(self) -> np.ndarray:
+        """Rows of every candidate."""
+        return np.flatnonzero(self.result.scoreable & self.result.vcp.detected & self.tradeable)
+
     def why_not(self, i: int) -> str | None:
+        """Why stock ``i`` gets no probability: its features cannot be computed, it is
+        outside the universe, or it is no setup (the first VCP rule it fails)."""
+        if not self.result.scoreable[i]:
+            return self.result.reasons[i]
+        if not self.tradeable[i]:
+            return self.universe_reasons[i]
         return self.result.why_not(i)
 
     def trend_template(self, i: int) -> dict[str, bool]:
@@ -66,20 +80,26 @@ class DateFeatures:
                                                                                  strict=True)}
 
 
-def features_from_panel(panel: Panel) -> DateFeatures:
+def features_from_panel(panel: Panel, floors: Floors | None = None) -> DateFeatures:
     result = compute_features_at(panel.open, panel.high, panel.low, panel.close, panel.volume)
+    last = np.array([panel.close.shape[1] - 1])
+    value = median_traded_value_at(panel.close, panel.volume, last)[:, 0]
+    ok, reasons = tradeable(ffill(panel.close, 10)[:, -1], value, floors or Floors())
     return DateFeatures(
         as_of=panel.as_of,
         dates=panel.dates,
         result=result,
         row_of={isin: i for i, isin in enumerate(panel.isins)},
+        tradeable=ok,
+        universe_reasons=reasons,
     )
 
 
 class MarketSnapshot:
-    def __init__(self, store: MarketStore, cache_dates: int = 16):
+    def __init__(self, store: MarketStore, cache_dates: int = 16, floors: Floors | None = None):
         self.store = store
         self.cache_dates = cache_dates
+        self.floors = floors or Floors()
         self._lock = threading.Lock()
         self._date_locks: dict[date, threading.Lock] = {}
         self._cache: OrderedDict[date, DateFeatures] = OrderedDict()
@@ -94,7 +114,7 @@ class MarketSnapshot:
         master = self.store.master()
         calendar = self.store.calendar()
         panel = self.store.load_panel(None, HISTORY_WINDOW)
-        latest = features_from_panel(panel)
+        latest = features_from_panel(panel, self.floors)
         with self._lock:
             self.meta, self.master, self.calendar, self.latest = meta, master, calendar, latest
             self._cache = OrderedDict({latest.as_of: latest})
@@ -138,7 +158,8 @@ class MarketSnapshot:
                 hit = self._cache.get(as_of)
             if hit is not None:
                 return hit
-            computed = features_from_panel(self.store.load_panel(as_of, HISTORY_WINDOW))
+            computed = features_from_panel(self.store.load_panel(as_of, HISTORY_WINDOW),
+                                           self.floors)
             with self._lock:
                 self._cache[as_of] = computed
                 latest = self.latest.as_of if self.latest is not None else None

@@ -9,7 +9,6 @@ from inference.errors import (
     ModelLoadError,
     ModelUnavailable,
     NoPriceData,
-    NotScoreable,
     UnknownModelVersion,
 )
 from market.master import AmbiguousStockError, UnknownStockError
@@ -38,7 +37,6 @@ STATUS: dict[type[Exception], int] = {
     UnknownStockError: 404,
     AmbiguousStockError: 422,
     NoPriceData: 404,
-    NotScoreable: 422,
     DateOutOfRange: 422,
     UnknownModelVersion: 404,
     ModelNotFound: 404,

@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from features.universe import Floors
 from inference import DEFAULT_BATCH_ROWS
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -64,6 +65,12 @@ class Settings(BaseSettings):
     # /metrics, /api/v1/health and X-Process-Time cover what it would tell.
     access_log: bool = Field(False, description="true/false, yes/no, on/off or 1/0")
 
+    # -- the tradeable universe (training, API and batch) --------------------------------------
+    min_traded_value: float = Field(
+        1e7, ge=0, allow_inf_nan=False,
+        description="rupees >= 0: median daily traded value over 50 sessions (default 1 crore)")
+    min_price: float = Field(20.0, ge=0, allow_inf_nan=False, description="rupees >= 0")
+
     # -- the batch ---------------------------------------------------------------------------
     api_key: str | None = Field(None, description="the X-API-Key for `batch run --url`")
     batch_fail_at: Literal["write", "write-kill"] | None = Field(
@@ -105,6 +112,10 @@ class Settings(BaseSettings):
     def model_store_dir(self) -> Path:
         """BentoML's home (models, bentos) and the active-model pointer beside it."""
         return self.bentoml_home or self.data_dir / "bentoml"
+
+    @property
+    def floors(self) -> Floors:
+        return Floors(self.min_traded_value, self.min_price)
 
     @property
     def rate_burst_total(self) -> float:
