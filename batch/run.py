@@ -210,6 +210,8 @@ class Universe:
         return self.features.values[self.scored]
 
 
+NEAR_ROWS_HTML = 50  # near-setups listed in report_D.html (all of them are in the CSV)
+
 # The rules a near-setup fails: its base and contractions are there, one late check is not.
 NEAR_CODES = (vcp.LAST_TOO_DEEP, vcp.NO_VOL_CONTRACTION, vcp.NO_DRYUP, vcp.EXTENDED)
 
@@ -459,13 +461,13 @@ class _Run:
                          close=_none_if_nan(float(r.close)),
                          chart_png=chart(r.isin, label(r))
                          if k < self.cfg.charts else None)
-            for k, r in enumerate(near.itertuples(index=False))]
+            for k, r in enumerate(near.head(NEAR_ROWS_HTML).itertuples(index=False))]
         return render_html_report(
             prediction_date=market.day, setups=setups, near_setups=nears,
             previous_isins=self.db.previous_setups(market.day), simulated=simulated,
             model_version=scores.model_version, thresholds=model.thresholds,
             created_at=created_at, run_id=self.run_id,
-            data_seed=market.info.get("seed") or None)
+            data_seed=market.info.get("seed") or None, near_total=len(near))
 
     def fail_hook(self, point: str) -> None:
         if self.cfg.fail_at == point:

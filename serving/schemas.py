@@ -84,7 +84,8 @@ class Setup(BaseModel):
     prior_advance: float = Field(description="Advance into the base: 0.45 = +45%")
     contractions: list[Contraction]
     pivot: float = Field(description="The last contraction's high: the buy-stop level")
-    stop: float = Field(description="The last contraction's low")
+    stop: float = Field(description="The trade's initial stop: the last contraction's low, or "
+                        "8% below the pivot when that is closer")
     risk_pct: float = Field(description="1 - stop / pivot")
     volume_dryup: float | None = Field(
         description="Mean volume in the last contraction / the 50-day average")
