@@ -117,7 +117,8 @@ class VcpApi:
     def __init__(self) -> None:
         snapshot = MarketSnapshot(
             MarketStore(settings.market_db_path, lock_wait=STORE_LOCK_WAIT_SECONDS),
-            cache_bytes=settings.date_cache_mb * 2**20, concurrency=settings.date_concurrency)
+            cache_bytes=settings.date_cache_mb * 2**20, concurrency=settings.date_concurrency,
+            floors=settings.floors)
         snapshot.load()
         self.backend = ApiBackend(snapshot, fixes.RetryingRunnerClient(self.runner),
                                   stale_after_sessions=settings.stale_after_sessions,

@@ -183,6 +183,7 @@ def render_html_report(
     created_at: str | None = None,
     run_id: str | None = None,
     data_seed: str | None = None,
+    near_total: int | None = None,
 ) -> str:
     """The page for one session. `setups` in rank order; `previous_isins` the setups of the
     previous run (None when there is none: nothing is marked new)."""
@@ -198,9 +199,17 @@ def render_html_report(
         compared = f"{len(new)} new since the previous run"
     levels = ""
     if thresholds:
-        levels = (f"Confidence: HIGH at p &ge; {thresholds['HIGH']:.2f}, MEDIUM at p &ge; "
-                  f"{thresholds['MEDIUM']:.2f}, LOW below (thresholds from the model's "
-                  "out-of-sample precision, kept in its metadata).")
+        def cut(level: str) -> str:  # a cut-off above 1: too few validated setups reach it
+            t = thresholds[level]
+            return f"p &ge; {t:.2f}" if t <= 1 else "never (no validated precision reaches it)"
+
+        levels = (f"Confidence: HIGH at {cut('HIGH')}, MEDIUM at {cut('MEDIUM')}, LOW below "
+                  "(thresholds from the model's out-of-sample precision, kept in its "
+                  "metadata).")
+    more = ""
+    if near_total is not None and near_total > len(near_setups):
+        more = (f"; the {len(near_setups)} closest to their pivot of {near_total:,} (all are in "
+                f"predictions_{_esc(prediction_date)}.csv)")
     cards = "\n".join(_setup_card(r, r.isin in new) for r in setups) or (
         "<p class='meta'>No setup today.</p>")
     stamp = " · ".join(x for x in (created_at and f"created {_esc(created_at)} UTC",
@@ -217,7 +226,7 @@ vcp_breakout:{_esc(model_version)}{' · ' + stamp if stamp else ''}</p>
 <h2 id="setups">Setups</h2>
 {cards}
 <h2 id="near">Near setups</h2>
-<p class="meta">Stocks that passed the early rules (trend, base) and failed a later one.</p>
+<p class="meta">Stocks that passed the early rules (trend, base) and failed a later one{more}.</p>
 {_near_table(near_setups)}
 <div class="foot">
 <p><b>The trade.</b> Buy-stop at the pivot, valid 10 sessions; filled at the higher of the open

@@ -169,13 +169,11 @@ class PredictionsDB:
         after it. Any exception rolls everything back, and is the one raised: a rollback
         that finds the transaction already gone (SQLite ends it itself when a COMMIT fails
         on a full disk) is not an error of its own. `fill_up` (a test hook) caps the file
-        at its current size, so writing the rows fails as on a full disk."""
+        at its current size and then has the transaction store one more megabyte, so SQLite
+        fails it just before the commit as on a full disk."""
         with self.connect() as con:
             con.execute("BEGIN IMMEDIATE")
             try:
-                if fill_up:
-                    pages = con.execute("PRAGMA page_count").fetchone()[0]
-                    con.execute(f"PRAGMA max_page_count = {int(pages)}")
                 cols = ", ".join(PREDICTION_COLUMNS)
                 marks = ", ".join("?" for _ in PREDICTION_COLUMNS)
                 keys = {"prediction_date", "isin", "model_version"}
@@ -192,6 +190,11 @@ class PredictionsDB:
                     [prediction_date, model_version, run_id],
                 )
                 yield con
+                if fill_up:
+                    pages = con.execute("PRAGMA page_count").fetchone()[0]
+                    con.execute(f"PRAGMA max_page_count = {int(pages)}")
+                    con.execute("INSERT INTO pending_files VALUES ('fill-up', zeroblob(?), '')",
+                                [2**20])
                 con.execute("COMMIT")
             except BaseException:
                 _rollback(con)
@@ -250,6 +253,20 @@ class PredictionsDB:
                     [prediction_date],
                 )
             return [dict(r) for r in cur]
+
+    def previous_setups(self, prediction_date: str) -> set[str] | None:
+        """ISINs listed on the latest earlier date that has predictions (any model), None when
+        there is no earlier date: the HTML report marks the setups that are new since then."""
+        if not self.path.exists():
+            return None
+        with self.connect() as con:
+            row = con.execute("SELECT MAX(prediction_date) FROM daily_predictions "
+                              "WHERE prediction_date < ?", [prediction_date]).fetchone()
+            if row is None or row[0] is None:
+                return None
+            return {r[0] for r in con.execute(
+                "SELECT DISTINCT isin FROM daily_predictions WHERE prediction_date = ?",
+                [row[0]])}
 
 
 def _update_run(con: sqlite3.Connection, run_id: str, **fields: Any) -> None:

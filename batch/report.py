@@ -10,6 +10,8 @@ import pandas as pd
 
 TOP_N = 25
 CONFIDENCE_LEVELS = ("HIGH", "MEDIUM", "LOW")
+TRADE_DEFINITION = ("a buy-stop at the pivot for 10 sessions fills, then +20% is reached before "
+                    "the stop (last contraction's low, at most -8%) within 60 sessions")
 
 
 def reason_kind(reason: str) -> str:
@@ -49,6 +51,8 @@ def render_report(
     timings: dict[str, float],
     created_at: str,
     data_checks: list[str] | None = None,
+    near_setups: pd.DataFrame | None = None,
+    universe: dict[str, int] | None = None,
 ) -> str:
     lines: list[str] = [f"VCP breakout daily batch: prediction date {prediction_date}", ""]
     lines += data_source_banner(store_info.get("source", "unknown"), store_info.get("seed"))
@@ -70,16 +74,26 @@ def render_report(
                      "LOW below (thresholds from the model metadata)")
     lines += [
         f"market store:   {store_info.get('path')} (updated {store_info.get('updated_at')})",
-        "success means:  enter at the next open; +20% high before -8% low within 60 sessions",
+        "success means:  " + TRADE_DEFINITION,
         "",
         "COUNTS",
-        f"  universe (stock master)  {n_universe:>7,}",
-        f"  scored                   {len(predictions):>7,}",
-        f"  skipped                  {len(skipped):>7,}",
-        f"  VCP detected (scored)    {int(predictions['vcp_detected'].sum()):>7,}",
+        f"  stock master             {n_universe:>7,}",
+    ]
+    u = universe or {}
+    for key, label in (("scoreable", "scoreable (history, traded)"),
+                       ("illiquid", "  excluded: liquidity floor"),
+                       ("below_price_floor", "  excluded: price floor"),
+                       ("tradeable", "tradeable universe"),
+                       ("setups_before_floors", "VCP setups before floors"),
+                       ("setups", "VCP setups scored"),
+                       ("near_setups", "near-setups")):
+        if key in u:
+            lines.append(f"  {label:26s} {u[key]:>7,}")
+    lines += [
+        f"  {'without a probability':26s} {len(skipped):>7,}",
         "",
-        "DISTRIBUTION BY CONFIDENCE",
-        f"  {'level':8s} {'stocks':>7s} {'share':>7s} {'mean p':>7s} {'min p':>7s} {'max p':>7s}",
+        "DISTRIBUTION BY CONFIDENCE (setups)",
+        f"  {'level':8s} {'setups':>7s} {'share':>7s} {'mean p':>7s} {'min p':>7s} {'max p':>7s}",
     ]
     n = max(len(predictions), 1)
     for level in CONFIDENCE_LEVELS:
@@ -91,20 +105,29 @@ def render_report(
             f"{_fmt(p.max() if len(p) else None, '.4f'):>7s}"
         )
     if len(predictions):
-        q = np.quantile(predictions["probability"], [0.1, 0.5, 0.9, 0.99])
-        lines.append(f"  probability quantiles: p10 {q[0]:.4f}  p50 {q[1]:.4f}  "
-                     f"p90 {q[2]:.4f}  p99 {q[3]:.4f}")
-    lines += ["", f"TOP {TOP_N} BY PROBABILITY"]
-    header = (f"  {'rank':>4s} {'nse':12s} {'bse':6s} {'name':28s} {'prob':>6s} {'conf':6s} "
-              f"{'vcp':3s} {'close':>10s} {'pivot':>10s} {'to pivot':>8s}")
-    lines.append(header)
+        q = np.quantile(predictions["probability"], [0.1, 0.5, 0.9])
+        lines.append(f"  probability quantiles: p10 {q[0]:.4f}  p50 {q[1]:.4f}  p90 {q[2]:.4f}")
+    lines += ["", f"SETUPS BY PROBABILITY (top {TOP_N})"]
+    if not len(predictions):
+        lines.append("  no VCP setup in the tradeable universe today")
+    else:
+        lines.append(f"  {'rank':>4s} {'nse':12s} {'bse':6s} {'name':24s} {'prob':>6s} "
+                     f"{'conf':6s} {'footprint':18s} {'close':>9s} {'pivot':>9s} {'stop':>9s} "
+                     f"{'risk':>6s}")
     for r in predictions.head(TOP_N).itertuples(index=False):
         lines.append(
             f"  {r.rank:>4d} {_text(r.nse_symbol)[:12]:12s} {_text(r.bse_code):6s} "
-            f"{_text(r.name)[:28]:28s} {r.probability:>6.4f} {r.confidence:6s} "
-            f"{'yes' if r.vcp_detected else 'no':3s} {_fmt(r.close):>10s} "
-            f"{_fmt(r.pivot_price):>10s} {_fmt(r.dist_to_pivot, '+.1%'):>8s}"
+            f"{_text(r.name)[:24]:24s} {r.probability:>6.4f} {r.confidence:6s} "
+            f"{_text(r.footprint)[:18]:18s} {_fmt(r.close):>9s} {_fmt(r.pivot_price):>9s} "
+            f"{_fmt(r.stop_price):>9s} {_fmt(r.risk_pct, '.1%'):>6s}"
         )
+    if near_setups is not None:
+        lines += ["", f"NEAR-SETUPS (closest to the pivot first, top {TOP_N})"]
+        if not len(near_setups):
+            lines.append("  none")
+        for r in near_setups.head(TOP_N).itertuples(index=False):
+            lines.append(f"  {_text(r.nse_symbol)[:12]:12s} {_text(r.bse_code):6s} "
+                         f"{_fmt(r.close):>9s}  {_text(r.why_not)}")
     lines += ["", "SKIPPED BY REASON"]
     kinds = Counter(reason_kind(r) for r in skipped["reason"])
     if not kinds:
@@ -119,6 +142,7 @@ def render_report(
         lines.append(f"  {stage:32s} {seconds:>7.2f}")
     lines.append(f"  {'total so far':32s} {sum(timings.values()):>7.2f}")
     d = prediction_date
-    lines += ["", f"Outputs of this run: predictions_{d}.csv, skipped_stocks_{d}.csv, this report "
-              "and the daily_predictions / batch_runs tables.", ""]
+    lines += ["", f"Outputs of this run: predictions_{d}.csv (setups, then near-setups), "
+              f"skipped_stocks_{d}.csv, report_{d}.html (charts), this report and the "
+              "daily_predictions / batch_runs tables.", ""]
     return "\n".join(lines)

@@ -49,13 +49,16 @@ import pandas as pd
 
 from batch.atomic import StagedFiles, remove_leftovers
 from batch.errors import EXIT_BAD_INPUT, BatchError, as_batch_error
+from batch.html_report import NearSetupRow, SetupRow, render_html_report
 from batch.predictions_db import PredictionsDB, RunLockedError, now_utc
 from batch.report import render_report
 from batch.scorers import DEFAULT_CHUNK, InProcessScorer, ModelInfo, RemoteScorer, Scores
-from features import FEATURES, FeatureResult
+from features import FEATURES, FeatureResult, vcp
+from features.universe import Floors
 from features.vector import HISTORY_WINDOW
+from inference.charts import render_thumbnail
 from inference.sessions import Session, resolve_session
-from inference.snapshot import features_from_panel
+from inference.snapshot import DateFeatures, features_from_panel
 from market.master import status_reasons
 from market.store import MarketStore, Panel
 
@@ -74,6 +77,8 @@ class BatchConfig:
     chunk_size: int = DEFAULT_CHUNK
     api_key: str | None = None
     fail_at: str | None = None  # test hook: "write", "write-kill", ... (see the module doc)
+    floors: Floors = field(default_factory=Floors)  # the tradeable universe
+    charts: int = 25  # setups (and up to as many near-setups) drawn in the HTML report
 
 
 @dataclass
@@ -210,39 +215,55 @@ class MarketDay:
 
 @dataclass
 class Universe:
-    """Who is scored at the session, and why each of the others is not."""
+    """Who is scored at the session, who nearly was, and why each of the others is not."""
 
-    features: FeatureResult
-    scored: np.ndarray  # panel rows of the stocks scored
-    skipped: np.ndarray  # panel rows of the others
-    reasons: np.ndarray  # [n] object: why each row is skipped ("" for scored rows)
+    day: DateFeatures
+    scored: np.ndarray  # panel rows of the setups inside the tradeable universe
+    near: np.ndarray  # rows of near-setups: inside the universe, a late VCP rule failed
+    skipped: np.ndarray  # rows of every stock without a probability
+    reasons: np.ndarray  # [n] object: why each row has no probability ("" for scored rows)
+
+    @property
+    def features(self) -> FeatureResult:
+        return self.day.result
 
     @property
     def X(self) -> np.ndarray:
         return self.features.values[self.scored]
 
 
-def select_universe(market: MarketDay) -> Universe:
-    """Stocks listed on the session (status as of D, not today) whose features can be
-    computed there."""
-    result = features_from_panel(market.panel).result
+NEAR_ROWS_HTML = 50  # near-setups listed in report_D.html (all of them are in the CSV)
+
+# The rules a near-setup fails: its base and contractions are there, one late check is not.
+NEAR_CODES = (vcp.LAST_TOO_DEEP, vcp.NO_VOL_CONTRACTION, vcp.NO_DRYUP, vcp.EXTENDED)
+
+
+def select_universe(market: MarketDay, floors: Floors) -> Universe:
+    """The setups to score: stocks listed on the session (status as of D, not today) whose
+    features can be computed, inside the universe's floors, where the detector finds a VCP."""
+    day = features_from_panel(market.panel, floors)
+    result = day.result
     listed = np.array([s is None for s in market.status], dtype=bool)
-    score_mask = listed & result.scoreable
-    reasons = np.array([s if s is not None else (r or "") for s, r
-                        in zip(market.status, result.reasons, strict=True)], dtype=object)
-    scored = np.flatnonzero(score_mask)
-    if len(scored) == 0:
+    if not (listed & result.scoreable).any():
         raise BatchError(f"no stock can be scored on {market.day}: features need "
                          "200 sessions of history and a trade in the last 5 sessions",
                          code=EXIT_BAD_INPUT)
-    return Universe(result, scored, np.flatnonzero(~score_mask), reasons)
+    inside = listed & result.scoreable & day.tradeable
+    setup = inside & result.vcp.detected
+    near = inside & np.isin(result.vcp.code, NEAR_CODES)
+    reasons = np.array([status if status is not None else ("" if setup[i] else
+                                                            day.why_not(i) or "")
+                        for i, status in enumerate(market.status)], dtype=object)
+    return Universe(day, np.flatnonzero(setup), np.flatnonzero(near),
+                    np.flatnonzero(~setup), reasons)
 
 
 def ranked_predictions(market: MarketDay, universe: Universe, scores: Scores) -> pd.DataFrame:
-    """The predictions CSV's rows, ranked by probability (ties by ISIN)."""
-    idx, X, result = universe.scored, universe.X, universe.features
+    """The day's setups ranked by probability (ties broken by the uncalibrated score, then
+    ISIN), with their setup's levels."""
+    idx, X, day = universe.scored, universe.X, universe.day
     fi = {name: j for j, name in enumerate(FEATURES)}
-    pivot = np.asarray(result.vcp.pivot, dtype=np.float64)[idx]
+    vcp_day = day.result.vcp
     sel = market.stocks.iloc[idx]
     pred = pd.DataFrame({
         "prediction_date": market.day,
@@ -253,19 +274,46 @@ def ranked_predictions(market: MarketDay, universe: Universe, scores: Scores) ->
         "sector": sel["sector"].to_numpy(dtype=object),
         "probability": scores.probability,
         "confidence": scores.confidence,
-        "vcp_detected": np.asarray(result.vcp.detected)[idx],
-        "pivot_price": np.where(np.isfinite(pivot), pivot, np.nan),
+        "footprint": [vcp_day.footprint(int(i)) for i in idx],
+        "pivot_price": vcp_day.pivot[idx],
+        "stop_price": vcp_day.stop[idx],
+        "risk_pct": 1.0 - vcp_day.stop[idx] / vcp_day.pivot[idx],
+        "breakout": vcp_day.breakout[idx],
         "close": _last_close(market.panel.close[idx]),
         "dist_to_pivot": X[:, fi["dist_to_pivot"]],
-        "contraction_count": X[:, fi["contraction_count"]],
-        "trend_template_count": X[:, fi["trend_template_count"]],
         "rs_rating": X[:, fi["rs_rating"]],
+        "trend_template_count": X[:, fi["trend_template_count"]],
+        "score": scores.score,
+        "vcp_detected": True,
         "model_version": scores.model_version,
     })
-    order = np.lexsort((pred["isin"].to_numpy(), -pred["probability"].to_numpy()))
+    order = np.lexsort((pred["isin"].to_numpy(), -pred["score"].to_numpy(),
+                        -pred["probability"].to_numpy()))
     pred = pred.iloc[order].reset_index(drop=True)
     pred.insert(0, "rank", np.arange(1, len(pred) + 1))
     return pred
+
+
+def near_setups(market: MarketDay, universe: Universe) -> pd.DataFrame:
+    """Stocks inside the universe whose base failed one late rule, closest to a setup first."""
+    idx = universe.near
+    sel = market.stocks.iloc[idx]
+    vcp_day = universe.day.result.vcp
+    out = pd.DataFrame({
+        "prediction_date": market.day,
+        "isin": market.panel.isins[idx],
+        "nse_symbol": sel["nse_symbol"].to_numpy(dtype=object),
+        "bse_code": sel["bse_code"].to_numpy(dtype=object),
+        "name": sel["name"].to_numpy(dtype=object),
+        "footprint": [vcp_day.footprint(int(i)) for i in idx],
+        "pivot_price": vcp_day.pivot[idx],
+        "close": _last_close(market.panel.close[idx]),
+        "why_not": universe.reasons[idx],
+    })
+    with np.errstate(invalid="ignore", divide="ignore"):
+        gap = np.abs(out["close"].to_numpy() / out["pivot_price"].to_numpy() - 1.0)
+    return out.iloc[np.argsort(np.nan_to_num(gap, nan=9.0), kind="stable")].reset_index(
+        drop=True)
 
 
 def skipped_stocks(market: MarketDay, universe: Universe) -> pd.DataFrame:
@@ -315,10 +363,12 @@ class _Run:
         with self.watch.stage("read", "reading the market store"):
             market = self.read_market()
         with self.watch.stage("features", f"computing features as of {market.day}"):
-            universe = select_universe(market)
-        with self.watch.stage("score", f"scoring {len(universe.scored):,} stocks"):
+            universe = select_universe(market, cfg.floors)
+        with self.watch.stage("score", f"scoring {len(universe.scored):,} setups"):
             try:
-                scores = scorer.score(universe.X)
+                scores = (scorer.score(universe.X) if len(universe.scored)
+                          else Scores(np.empty(0), np.empty(0, dtype=str), np.empty(0),
+                                      model.version or ""))
             finally:
                 scorer.close()
         with self.watch.stage("write", "writing predictions and report"):
@@ -360,13 +410,20 @@ class _Run:
         created_at = now_utc()
         day = market.day
         pred = ranked_predictions(market, universe, scores)
+        near = near_setups(market, universe)
         skipped = skipped_stocks(market, universe)
+        listing = pd.concat([pred.assign(status="setup"),
+                             near.assign(status="near-setup", vcp_detected=False)],
+                            ignore_index=True)
+        listing["rank"] = listing["rank"].astype("Int64")  # empty for near-setups
         files = {
             "predictions": self.staged.write(f"predictions_{day}.csv",
-                                             lambda fh: pred.to_csv(fh, index=False)),
+                                             lambda fh: listing.to_csv(fh, index=False)),
             "skipped": self.staged.write(f"skipped_stocks_{day}.csv",
                                          lambda fh: skipped.to_csv(fh, index=False)),
         }
+        page = self.html_report(market, universe, pred, near, model, scores, created_at)
+        files["html"] = self.staged.write(f"report_{day}.html", lambda fh: fh.write(page))
         rows = database_rows(pred, self.run_id, created_at)
         model_meta = {"version": scores.model_version, "data_source": model.data_source,
                       "thresholds": model.thresholds}
@@ -378,7 +435,8 @@ class _Run:
                 prediction_date=day, run_id=self.run_id, mode=self.mode,
                 store_info=market.info, model=model_meta, predictions=pred, skipped=skipped,
                 n_universe=len(market.stocks), timings=timings, created_at=created_at,
-                data_checks=market.data_checks,
+                data_checks=market.data_checks, near_setups=near,
+                universe=universe_counts(universe),
             )
             files["report"] = self.staged.write(f"report_{day}.txt", lambda fh: fh.write(text))
             self.fail_hook("write")
@@ -403,6 +461,49 @@ class _Run:
                 f"{self.cfg.out_dir} failed: {exc}; the next run moves them") from None
         self.db.clear_pending(self.run_id)
 
+    def html_report(self, market: MarketDay, universe: Universe, pred: pd.DataFrame,
+                    near: pd.DataFrame, model: ModelInfo, scores: Scores,
+                    created_at: str) -> str:
+        """report_D.html: the ranked setups with chart thumbnails, then the near-setups."""
+        simulated = market.info.get("source") == "simulated"
+        panel, day = market.panel, universe.day
+        row_of = day.row_of
+
+        def chart(isin: str, title: str) -> bytes | None:
+            if self.cfg.charts <= 0:
+                return None
+            i = row_of[isin]
+            return render_thumbnail(panel.dates, panel.open[i], panel.high[i], panel.low[i],
+                                    panel.close[i], panel.volume[i], day.setup(i),
+                                    day.why_not(i), title, simulated)
+
+        def label(r: Any) -> str:
+            return _none_if_nan(r.nse_symbol) or _none_if_nan(r.bse_code) or r.isin
+
+        setups = [
+            SetupRow(rank=int(r.rank), isin=r.isin, nse_symbol=_none_if_nan(r.nse_symbol),
+                     bse_code=_none_if_nan(r.bse_code), name=r.name, footprint=r.footprint,
+                     pivot=float(r.pivot_price), stop=float(r.stop_price),
+                     risk_pct=float(r.risk_pct), probability=float(r.probability),
+                     confidence=r.confidence, close=_none_if_nan(float(r.close)),
+                     sector=_none_if_nan(r.sector), breakout=bool(r.breakout),
+                     chart_png=chart(r.isin, f"#{r.rank} {label(r)}")
+                     if r.rank <= self.cfg.charts else None)
+            for r in pred.itertuples(index=False)]
+        nears = [
+            NearSetupRow(isin=r.isin, nse_symbol=_none_if_nan(r.nse_symbol),
+                         bse_code=_none_if_nan(r.bse_code), name=r.name, why_not=r.why_not,
+                         close=_none_if_nan(float(r.close)),
+                         chart_png=chart(r.isin, label(r))
+                         if k < self.cfg.charts else None)
+            for k, r in enumerate(near.head(NEAR_ROWS_HTML).itertuples(index=False))]
+        return render_html_report(
+            prediction_date=market.day, setups=setups, near_setups=nears,
+            previous_isins=self.db.previous_setups(market.day), simulated=simulated,
+            model_version=scores.model_version, thresholds=model.thresholds,
+            created_at=created_at, run_id=self.run_id,
+            data_seed=market.info.get("seed") or None, near_total=len(near))
+
     def fail_hook(self, point: str) -> None:
         if self.cfg.fail_at == point:
             raise BatchError(f"injected failure at {point} (VCP_BATCH_FAIL_AT)")
@@ -417,3 +518,20 @@ def _data_checks(store: MarketStore, info: dict[str, Any], panel: Panel) -> list
     first = pd.Timestamp(panel.dates[0]).date()
     lines = store.health(since=first)["calendar"]["lines"]
     return [f"calendar {first}..{panel.as_of}: {line}" for line in lines]
+
+
+def universe_counts(universe: Universe) -> dict[str, int]:
+    day = universe.day
+    scoreable = day.result.scoreable
+    reasons = day.universe_reasons
+    return {
+        "scoreable": int(scoreable.sum()),
+        "illiquid": int(sum(1 for i in np.flatnonzero(scoreable)
+                            if (reasons[i] or "").startswith("illiquid"))),
+        "below_price_floor": int(sum(1 for i in np.flatnonzero(scoreable)
+                                     if (reasons[i] or "").startswith("below the price"))),
+        "tradeable": int((scoreable & day.tradeable).sum()),
+        "setups_before_floors": int((scoreable & day.result.vcp.detected).sum()),
+        "setups": int(len(universe.scored)),
+        "near_setups": int(len(universe.near)),
+    }

@@ -31,6 +31,7 @@ DEFAULT_CHUNK = DEFAULT_BATCH_ROWS  # the runner's default micro-batch
 class Scores:
     probability: np.ndarray  # [m] float64
     confidence: np.ndarray  # [m] str
+    score: np.ndarray  # [m] uncalibrated probability: breaks ties in the calibrated one
     model_version: str
 
 
@@ -71,10 +72,11 @@ class InProcessScorer:
 
     def score(self, X: np.ndarray, progress=None) -> Scores:
         assert self.model is not None, "prepare() first"
-        p, conf, version = self.core.score_matrix(X, self.model.version)
+        p, conf, raw, version = self.core.score_matrix(X, self.model.version)
         if progress:
             progress(len(X))
-        return Scores(np.asarray(p, dtype=np.float64), np.asarray(conf).astype(str), version)
+        return Scores(np.asarray(p, dtype=np.float64), np.asarray(conf).astype(str),
+                      np.asarray(raw, dtype=np.float64), version)
 
 
 class RemoteScorer:
@@ -137,6 +139,7 @@ class RemoteScorer:
     def score(self, X: np.ndarray, progress=None) -> Scores:
         m = len(X)
         prob = np.empty(m, dtype=np.float64)
+        raw = np.empty(m, dtype=np.float64)
         conf = np.empty(m, dtype=object)
         version = self.version
         for a in range(0, m, self.chunk_size):
@@ -149,9 +152,10 @@ class RemoteScorer:
                 raise BatchError(f"{self.url} scored one chunk with several models: {versions}")
             version = versions.pop()
             prob[a:a + len(block)] = [r["probability"] for r in out]
+            raw[a:a + len(block)] = [r.get("score", r["probability"]) for r in out]
             conf[a:a + len(block)] = [r["confidence"] for r in out]
             if progress:
                 progress(len(block))
         if version is None:  # nothing to score
             raise BatchError("no rows to score")
-        return Scores(prob, conf.astype(str), version)
+        return Scores(prob, conf.astype(str), raw, version)

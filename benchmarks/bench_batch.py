@@ -2,12 +2,15 @@
 
 Usage:
     python benchmarks/bench_batch.py [--runs 3] [--date YYYY-MM-DD] [--url URL]
+    python benchmarks/bench_batch.py --compare-charts   # --charts 0 against --charts 25
 
 Runs the CLI on the default store (the settings' market store, i.e. $VCP_MARKET_DB or
 $VCP_DATA_DIR/market.duckdb) with the active model of $BENTOML_HOME, writing into a scratch
 folder (so the real predictions.db and outputs are not touched), and prints the median wall
 time and the peak RSS of the whole process (read, features, score, write), plus the batch's
 own stage timings of the median run. Target: 11,000 stocks in <= 15 s, <= 2 GB.
+`--compare-charts` alternates runs without charts in report_D.html and with the top 25 setups'
+(and near-setups') charts, and prints both medians and the difference (target: <= 15 s more).
 """
 
 from __future__ import annotations
@@ -68,6 +71,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--date", help="Session to score (default: the latest).")
     parser.add_argument("--url", help="Score through a running deployment.")
+    parser.add_argument("--compare-charts", action="store_true",
+                        help="Alternate --charts 0 and --charts 25 and compare the medians.")
     args = parser.parse_args()
     if not Path("/usr/bin/time").exists():
         sys.exit("/usr/bin/time is needed (apt-get install time)")
@@ -82,6 +87,12 @@ def main() -> None:
     print(f"store {store}, model store {os.environ.get('BENTOML_HOME')}, "
           f"{os.cpu_count()} CPUs, {args.runs} runs")
     scratch = Path(tempfile.mkdtemp(prefix="bench-batch-"))
+    if args.compare_charts:
+        try:
+            compare_charts(scratch, extra, args.runs)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        return
     try:
         runs = []
         for i in range(args.runs):
@@ -100,6 +111,19 @@ def main() -> None:
           f"stocks {median['scored'] + median['skipped']:,}")
     print("median run's stages (s): "
           + "  ".join(f"{k} {v:.2f}" for k, v in median["stages"].items()))
+
+
+def compare_charts(scratch: Path, extra: list[str], n: int) -> None:
+    walls: dict[int, list[float]] = {0: [], 25: []}
+    for i in range(n):
+        for charts in (0, 25):
+            r = one_run(scratch, [*extra, "--charts", str(charts)])
+            walls[charts].append(r["wall"])
+            print(f"run {i + 1}, --charts {charts:2d}: wall {r['wall']:.2f} s  "
+                  f"write stage {r['stages']['write']:.2f} s  peak RSS {r['rss_mb']:.0f} MB")
+    without, with_charts = (statistics.median(walls[c]) for c in (0, 25))
+    print(f"median wall time without charts {without:.2f} s, with 25 {with_charts:.2f} s: "
+          f"{with_charts - without:+.2f} s")
 
 
 if __name__ == "__main__":

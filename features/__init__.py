@@ -1,13 +1,10 @@
 """Pure, vectorized feature extraction for VCP breakout scoring (numpy only)."""
 
 from features.labels import (
-    LabelParams,
-    LabelResult,
     TradeParams,
     TradeResult,
     breakout_trades,
     setup_trades,
-    triple_barrier_labels,
 )
 from features.vector import (
     FEATURE_DOCS,
@@ -27,9 +24,6 @@ __all__ = [
     "FEATURE_DOCS",
     "FeaturePanel",
     "FeatureResult",
-    "LabelParams",
-    "LabelResult",
     "compute_features_all",
     "compute_features_at",
-    "triple_barrier_labels",
 ]

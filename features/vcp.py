@@ -25,7 +25,8 @@ A setup at date D, as the book describes it (every rule is a field of ``VcpRules
    the 50-day average (volume dries up).
 8. **Not extended**: the close at most 5% above the pivot.
 
-Pivot = the high of the last contraction; stop = its low. A **breakout** is a close above the
+Pivot = the high of the last contraction; stop = its low, or 8% below the pivot when that is
+closer (the breakout trade's initial stop, features/labels.py). A **breakout** is a close above the
 pivot on volume at least 1.4x the 50-day average; **extended** is a close more than 5% above
 the pivot (no setup: the buy-stop would not fill). When there is no setup, ``why_not`` names the
 first rule that failed.
@@ -47,6 +48,8 @@ from typing import Any
 import numpy as np
 
 from features import indicators as ind
+
+MAX_LOSS = 0.08  # the trade never risks more than 8% below the pivot (TradeParams.max_loss)
 
 
 @dataclass(frozen=True)
@@ -468,7 +471,9 @@ def vcp_day(inp: VcpInputs, d: int, rules: VcpRules = RULES,
     last = np.maximum(kept - 1, 0)
     last_depth = np.where(count > 0, depth[rows, last], np.nan)
     pivot = np.where(count > 0, hi[rows, last], np.nan)
-    stop = np.where(count > 0, lo[rows, last], np.nan)
+    # The trade's initial stop: the last contraction's low, or MAX_LOSS below the pivot when
+    # that is closer (features/labels.py caps the risk of a fill the same way).
+    stop = np.where(count > 0, np.fmax(lo[rows, last], pivot * (1.0 - MAX_LOSS)), np.nan)
     pair_ok = np.isfinite(ratios)
     deepest_before = np.maximum.accumulate(np.where(real, depth, -np.inf), axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):

@@ -45,10 +45,6 @@ class NoPriceData(InferenceError):
     """The stock has no price data in the store."""
 
 
-class NotScoreable(InferenceError):
-    """The stock's features cannot be computed at the date (too little history, stale...)."""
-
-
 # Errors that cross the runner's process boundary by name (ScoreResult.error_kind).
 SCORING_ERRORS: dict[str, type[InferenceError]] = {
     cls.__name__: cls for cls in (ModelUnavailable, UnknownModelVersion, ModelLoadError)

@@ -39,6 +39,7 @@ class ScoreResult(BaseModel):
 
     probability: float | None = None
     confidence: str | None = None
+    score: float | None = None  # the uncalibrated probability: breaks ties in calibrated ones
     model_version: str | None = None
     error: str | None = None
     error_kind: str | None = None
@@ -54,11 +55,12 @@ class ScoringCore:
 
     def score_matrix(
         self, X: np.ndarray, version: str | None = None
-    ) -> tuple[np.ndarray, np.ndarray, str]:
-        """Calibrated probabilities and confidence levels for a feature matrix."""
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
+        """Calibrated probabilities, confidence levels and uncalibrated scores."""
         model = self.registry.get(version)
-        p = model.artifact.predict(X)
-        return p, model.artifact.confidence(p), model.version
+        raw = model.artifact.predict_raw(X)
+        p = model.artifact.calibrator(raw)
+        return p, model.artifact.confidence(p), raw, model.version
 
     def score(self, rows: list[ScoreRow]) -> list[ScoreResult]:
         """Score a micro-batch; rows pinned to different versions are scored per version.
@@ -69,15 +71,15 @@ class ScoringCore:
         results: dict[int, ScoreResult] = {}
         for version, idx in groups.items():
             try:
-                p, conf, used = self.score_matrix(to_matrix([rows[i].features for i in idx]),
-                                                  version)
+                p, conf, raw, used = self.score_matrix(
+                    to_matrix([rows[i].features for i in idx]), version)
             except InferenceError as exc:
                 for i in idx:
                     results[i] = ScoreResult(error=str(exc), error_kind=type(exc).__name__)
                 continue
             for j, i in enumerate(idx):
                 results[i] = ScoreResult(probability=float(p[j]), confidence=str(conf[j]),
-                                         model_version=used)
+                                         score=float(raw[j]), model_version=used)
         return [results[i] for i in range(len(rows))]
 
     def explain(self, row: ScoreRow, top: int = 8) -> dict[str, Any]:

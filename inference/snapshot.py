@@ -34,8 +34,10 @@ import duckdb
 import numpy as np
 
 from features import FEATURES, FeatureResult, compute_features_at
+from features.indicators import ffill
+from features.universe import Floors, median_traded_value_at, tradeable
 from features.vector import HISTORY_WINDOW
-from inference.errors import MarketDataLoading, MarketStoreUnavailable, NoPriceData, NotScoreable
+from inference.errors import MarketDataLoading, MarketStoreUnavailable, NoPriceData
 from inference.sessions import Session, day, resolve_session
 from market.master import Stock, StockMaster
 from market.store import MarketStore, Panel, StoreError
@@ -54,19 +56,17 @@ class DateFeatures:
     dates: np.ndarray  # panel dates, to turn the detector's column indices into dates
     result: FeatureResult
     row_of: dict[str, int]
+    tradeable: np.ndarray  # [n] inside the universe's liquidity and price floors
+    universe_reasons: list[str | None]  # why a stock is outside them (None: inside)
 
     def row(self, isin: str) -> int | None:
         return self.row_of.get(isin)
 
-    def scoreable_row(self, stock: Stock) -> int:
-        """The stock's row, if its features can be computed at this date."""
+    def price_row(self, stock: Stock) -> int:
+        """The stock's row (its features may still be uncomputable: see ``why_not``)."""
         row = self.row_of.get(stock.isin)
         if row is None:
             raise NoPriceData(f"{stock.isin} has no price data in the store")
-        reason = self.result.reasons[row]
-        if reason is not None:
-            raise NotScoreable(f"{stock.nse_symbol or stock.bse_code or stock.isin} cannot be "
-                               f"scored on {self.as_of}: {reason}")
         return row
 
     def setup(self, i: int) -> dict[str, Any] | None:
@@ -75,7 +75,21 @@ class DateFeatures:
             return None
         return self.result.vcp.setup(i, self.dates)
 
+    def candidate(self, i: int) -> bool:
+        """A setup inside the tradeable universe: the only stocks the model scores."""
+        return bool(self.result.is_setup(i) and self.tradeable[i])
+
+    def candidates(self) -> np.ndarray:
+        """Rows of every candidate."""
+        return np.flatnonzero(self.result.scoreable & self.result.vcp.detected & self.tradeable)
+
     def why_not(self, i: int) -> str | None:
+        """Why stock ``i`` gets no probability: its features cannot be computed, it is
+        outside the universe, or it is no setup (the first VCP rule it fails)."""
+        if not self.result.scoreable[i]:
+            return self.result.reasons[i]
+        if not self.tradeable[i]:
+            return self.universe_reasons[i]
         return self.result.why_not(i)
 
     def trend_template(self, i: int) -> dict[str, bool]:
@@ -87,13 +101,18 @@ class DateFeatures:
                                                                                  strict=True)}
 
 
-def features_from_panel(panel: Panel) -> DateFeatures:
+def features_from_panel(panel: Panel, floors: Floors | None = None) -> DateFeatures:
     result = compute_features_at(panel.open, panel.high, panel.low, panel.close, panel.volume)
+    last = np.array([panel.close.shape[1] - 1])
+    value = median_traded_value_at(panel.close, panel.volume, last)[:, 0]
+    ok, reasons = tradeable(ffill(panel.close, 10)[:, -1], value, floors or Floors())
     return DateFeatures(
         as_of=panel.as_of,
         dates=panel.dates,
         result=result,
         row_of={isin: i for i, isin in enumerate(panel.isins)},
+        tradeable=ok,
+        universe_reasons=reasons,
     )
 
 
@@ -143,11 +162,12 @@ def release_freed_memory() -> None:
 
 class MarketSnapshot:
     def __init__(self, store: MarketStore, cache_bytes: float = 512 * 2**20,
-                 concurrency: int = 1):
+                 concurrency: int = 1, floors: Floors | None = None):
         self.store = store
         self.cache_bytes = cache_bytes
         self.concurrency = concurrency
         self.slots = threading.BoundedSemaphore(concurrency)  # dates computed at once
+        self.floors = floors or Floors()
         self._lock = threading.Lock()
         self._date_locks: dict[date, threading.Lock] = {}
         self._cache: OrderedDict[date, DateFeatures] = OrderedDict()
@@ -165,7 +185,7 @@ class MarketSnapshot:
         master = self.store.master()
         calendar = self.store.calendar()
         panel = self.store.load_panel(None, HISTORY_WINDOW)
-        latest = features_from_panel(panel)
+        latest = features_from_panel(panel, self.floors)
         with self._lock:
             self.meta, self.master, self.calendar, self.latest = meta, master, calendar, latest
             self._cache = OrderedDict({latest.as_of: latest})
@@ -268,7 +288,7 @@ class MarketSnapshot:
                 f"{problem}: {as_of} is not in memory and cannot be read now; retry "
                 "shortly (the latest session is still served)") from None
         self._store_error = None
-        computed = features_from_panel(panel)
+        computed = features_from_panel(panel, self.floors)
         del panel
         release_freed_memory()
         return computed

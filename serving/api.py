@@ -14,21 +14,22 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import date
-from typing import Any, Protocol
+from typing import Annotated, Any, Protocol
 
 import numpy as np
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from starlette.exceptions import HTTPException
 
 from features import FEATURES
-from inference.errors import DatesBusy, ModelLoadError, NoPriceData, NotScoreable, scoring_error
+from inference.errors import DatesBusy, ModelLoadError, NoPriceData, scoring_error
 from inference.scoring import ScoreResult, ScoreRow
 from inference.sessions import Session, weekdays_since
 from inference.snapshot import DateFeatures, MarketSnapshot
 from market.master import Stock, StockLookupError
 from serving import metrics
+from serving.charts import ChartCache, render_stock_chart
 from serving.docs import API_TITLE, project_version
 from serving.errors import (
     STATUS,
@@ -62,7 +63,7 @@ log = logging.getLogger("vcp.api")
 # How often a request waiting for a date computation slot looks for a free one.
 SLOT_POLL_SECONDS = 0.05
 # What one stock of a batch can fail with, without failing the others.
-STOCK_ERRORS = (InvalidRequest, StockLookupError, NoPriceData, NotScoreable)
+STOCK_ERRORS = (InvalidRequest, StockLookupError, NoPriceData)
 
 
 class Runner(Protocol):
@@ -123,6 +124,7 @@ class ApiBackend:
         self.stats = RequestStats()
         self.date_wait_seconds = date_wait_seconds
         self._date_pool = ThreadPoolExecutor(snapshot.concurrency, thread_name_prefix="vcp-date")
+        self.charts = ChartCache()
 
     # -- helpers -----------------------------------------------------------------------------
     def lookup(self, ref: StockRef) -> Stock:
@@ -143,22 +145,27 @@ class ApiBackend:
         )
 
     def build_response(
-        self, stock: Stock, session: Session, at: DateFeatures, row: int, scored: ScoreResult,
-        opts: PredictOptions, explanation: dict[str, Any] | None, started: float,
+        self, stock: Stock, session: Session, at: DateFeatures, row: int,
+        scored: ScoreResult | None, opts: PredictOptions, explanation: dict[str, Any] | None,
+        started: float,
     ) -> dict[str, Any]:
-        assert scored.probability is not None
+        """The answer for one stock; `scored` is None for a stock the model does not score
+        (no setup, or outside the universe): probability null, confidence NONE, why_not."""
+        probability = None if scored is None or scored.probability is None else round(
+            scored.probability, 6)
         return {
             "isin": stock.isin, "bse_code": stock.bse_code, "nse_symbol": stock.nse_symbol,
             "name": stock.name, "as_of_date": at.as_of, "note": session.note,
-            "probability": round(scored.probability, 6),
-            "confidence": scored.confidence,
+            "probability": probability,
+            "confidence": scored.confidence if scored is not None else "NONE",
             "pattern": at.setup(row),
             "why_not": at.why_not(row),
             "trend_template": (checks := at.trend_template(row)),
             "trend_template_count": sum(checks.values()),
             "features": at.features(row) if opts.include_features else None,
             "explanation": explanation,
-            "model_name": MODEL_NAME, "model_version": scored.model_version,
+            "model_name": MODEL_NAME,
+            "model_version": scored.model_version if scored is not None else None,
             "data_source": self.snapshot.data_source,
             "latency_ms": round((time.perf_counter() - started) * 1000, 2),
         }
@@ -225,8 +232,11 @@ class ApiBackend:
         session = self.snapshot.resolve(req.prediction_date)
         stock = self.lookup(req)
         at = await self._features(session)
-        row = at.scoreable_row(stock)
+        row = at.price_row(stock)
         metrics.feature_seconds(time.perf_counter() - started)
+        if not at.candidate(row):  # no setup: nothing for the model to score
+            metrics.prediction("NONE")
+            return self.build_response(stock, session, at, row, None, req, None, started)
         scored = (await self.run_score([self.score_row(at, row, req.model_version)]))[0]
         if scored.error:
             raise scoring_error(scored.error_kind, scored.error)
@@ -257,14 +267,21 @@ class ApiBackend:
             at = await self._features(session)
             for i, ref, stock in found:
                 try:
-                    located.append((i, stock, at.scoreable_row(stock)))
+                    located.append((i, stock, at.price_row(stock)))
                 except STOCK_ERRORS as exc:
                     failed(i, ref, exc)
-        results, version = [], None
-        if located:
-            rows = [self.score_row(at, row, req.model_version) for _, _, row in located]
+        answers: dict[int, dict[str, Any]] = {}
+        version = None
+        to_score = [(i, stock, row) for i, stock, row in located if at.candidate(row)]
+        for i, stock, row in located:
+            if not at.candidate(row):
+                metrics.prediction("NONE")
+                answers[i] = self.build_response(stock, session, at, row, None, req, None,
+                                                 started)
+        if to_score:
+            rows = [self.score_row(at, row, req.model_version) for _, _, row in to_score]
             scored = await self.run_score(rows)
-            for (i, stock, row), s in zip(located, scored, strict=True):
+            for (i, stock, row), s in zip(to_score, scored, strict=True):
                 if s.error:
                     failed(i, stock, scoring_error(s.error_kind, s.error))
                     continue
@@ -273,11 +290,32 @@ class ApiBackend:
                     explanation = await self.explain(at, row, s.model_version)
                 metrics.prediction(str(s.confidence))
                 version = s.model_version
-                results.append(self.build_response(stock, session, at, row, s, req,
-                                                   explanation, started))
+                answers[i] = self.build_response(stock, session, at, row, s, req, explanation,
+                                                 started)
+        results = [answers[i] for i in sorted(answers)]
         errors.sort(key=lambda e: e["index"])
         return {"results": results, "errors": errors, "model_version": version,
                 "latency_ms": round((time.perf_counter() - started) * 1000, 2)}
+
+    async def chart(self, ref: StockRef, wanted: date | None) -> bytes:
+        """The stock's setup chart at the session (a setup's title carries its probability,
+        hence the model version in the cache key)."""
+        session = self.snapshot.resolve(wanted)
+        stock = self.lookup(ref)
+        at = await self._features(session)
+        row = at.price_row(stock)
+        scored = None
+        if at.candidate(row):
+            scored = (await self.run_score([self.score_row(at, row, None)]))[0]
+            if scored.error:
+                raise scoring_error(scored.error_kind, scored.error)
+        key = (stock.isin, at.as_of, scored.model_version if scored else None)
+        png = self.charts.get(key)
+        if png is None:
+            png = await asyncio.to_thread(render_stock_chart, self.snapshot.store, stock, at,
+                                          row, scored, self.snapshot.data_source == "simulated")
+            self.charts.put(key, png)
+        return png
 
     def stale_data(self) -> str | None:
         """Why the data is stale, or None. A simulated store is a fixed history: not checked."""
@@ -425,6 +463,27 @@ def build_app(get_backend: Callable[[], ApiBackend]) -> FastAPI:
               tags=["prediction"])
     async def batch_predict(req: BatchPredictRequest) -> dict:
         return await get_backend().batch_predict(req)
+
+    @app.get("/chart", response_class=Response, summary="A stock's setup chart (PNG)",
+             tags=["charts"], responses={
+                 200: {"content": {"image/png": {}},
+                       "description": "Daily candles and volume with the 50/150/200-day "
+                                      "averages; a setup's contractions, pivot, stop and "
+                                      "breakout; otherwise why there is no setup"},
+                 **errors})
+    async def chart(
+        isin: Annotated[str | None, Query(max_length=20, description="12-character ISIN")] = None,
+        bse_code: Annotated[str | None, Query(max_length=20, description="BSE scrip code")
+                            ] = None,
+        nse_symbol: Annotated[str | None, Query(max_length=40, description="NSE symbol")
+                              ] = None,
+        day: Annotated[date | None, Query(alias="date", description="Session YYYY-MM-DD "
+                                          "(default: the latest)")] = None,
+    ) -> Response:
+        ref = StockRef(isin=isin, bse_code=bse_code, nse_symbol=nse_symbol)
+        png = await get_backend().chart(ref, day)
+        return Response(png, media_type="image/png",
+                        headers={"Cache-Control": "private, max-age=300"})
 
     @app.get("/health", response_model=HealthResponse, summary="ok / degraded / down",
              tags=["operations"])

@@ -14,7 +14,6 @@ from inference.errors import (
     ModelLoadError,
     ModelUnavailable,
     NoPriceData,
-    NotScoreable,
     UnknownModelVersion,
 )
 from market.master import AmbiguousStockError, UnknownStockError
@@ -43,7 +42,6 @@ STATUS: dict[type[Exception], int] = {
     UnknownStockError: 404,
     AmbiguousStockError: 422,
     NoPriceData: 404,
-    NotScoreable: 422,
     DateOutOfRange: 422,
     UnknownModelVersion: 404,
     ModelNotFound: 404,

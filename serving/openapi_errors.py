@@ -15,9 +15,9 @@ from typing import Any
 API_PREFIX = "/api/v1/"
 ADMIN_PATHS = ("/api/v1/models/reload",)
 METRICS_PATHS = ("/metrics", "/api/v1/metrics")
-# Routes that call the model runner or may read the market store: they can answer 503.
-RETRYABLE = ("/api/v1/predict", "/api/v1/batch_predict", "/api/v1/score_features",
-             "/api/v1/models", "/api/v1/models/reload")
+# The API routes that never answer 503 (the others call the model runner or may read the
+# market store).
+NEVER_BUSY = ("/api/v1/health", "/api/v1/metrics")
 JSON_ONLY = ("/api/v1/score_features",)  # 415 for another Content-Type (serving/http.py)
 PROBES = ("/readyz", "/healthz")  # 503 until the service is ready
 
@@ -100,7 +100,7 @@ def document_errors_and_keys(spec: dict[str, Any], *, keys: bool,
                         "description": "The body does not match the input model",
                         "content": {"application/json": {"schema": VALIDATION_400}}}
                     op["responses"].pop(400, None)
-                if path in RETRYABLE:
+                if path not in NEVER_BUSY:
                     _add(op, 503)
                     op["responses"]["503"].setdefault("headers", RETRY_AFTER)
                 security: list[dict[str, list[str]]] = []

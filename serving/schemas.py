@@ -109,7 +109,8 @@ class Setup(BaseModel):
     prior_advance: float = Field(description="Advance into the base: 0.45 = +45%")
     contractions: list[Contraction]
     pivot: float = Field(description="The last contraction's high: the buy-stop level")
-    stop: float = Field(description="The last contraction's low")
+    stop: float = Field(description="The trade's initial stop: the last contraction's low, or "
+                        "8% below the pivot when that is closer")
     risk_pct: float = Field(description="1 - stop / pivot")
     volume_dryup: float | None = Field(
         description="Mean volume in the last contraction / the 50-day average")
@@ -136,16 +137,23 @@ class PredictResponse(BaseModel):
     as_of_date: date = Field(description="The trading session the features are as of")
     note: str | None = Field(
         None, description="Set when prediction_date was not a session (mapped to the one before)")
-    probability: float = Field(description="Calibrated probability that the breakout succeeds")
-    confidence: Literal["HIGH", "MEDIUM", "LOW"]
+    probability: float | None = Field(
+        description="Calibrated probability that the setup's breakout trade wins; null when "
+                    "the stock has no setup or is outside the tradeable universe (see why_not)")
+    confidence: Literal["HIGH", "MEDIUM", "LOW", "NONE"] = Field(
+        description="From the model's thresholds on out-of-sample precision; NONE without a "
+                    "probability")
     pattern: Setup | None = Field(description="The VCP setup, or null when there is none")
-    why_not: str | None = Field(description="When there is no setup: the first rule that failed")
+    why_not: str | None = Field(
+        description="Why there is no probability: the features cannot be computed, the stock "
+                    "is outside the universe's liquidity or price floor, or the first VCP rule "
+                    "it fails")
     trend_template: dict[str, bool]
     trend_template_count: int
     features: dict[str, float | None] | None = None
     explanation: Explanation | None = None
     model_name: str
-    model_version: str
+    model_version: str | None = Field(description="Null when the model did not score the stock")
     data_source: str = Field(description="'simulated' (demo market) or 'real'")
     latency_ms: float
 
@@ -195,8 +203,10 @@ class ModelSummary(BaseModel):
     created: str
     data_source: str | None
     quick: bool
-    roc_auc_last_fold: float | None
-    precision_at_50_last_fold: float | None
+    holdout_roc_auc: float | None = Field(
+        description="ROC-AUC among the setups of the frozen holdout (the evaluated model)")
+    holdout_precision_at_10: float | None = Field(
+        description="Mean per-day precision of the top 10 setups on the holdout")
     features_match_code: bool
     active: bool
     cached: bool

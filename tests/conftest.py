@@ -6,6 +6,7 @@ import os
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from market.simulator import SimConfig, build_demo_store
@@ -25,7 +26,7 @@ SMALL_STOCKS = 400
 def small_store(tmp_path_factory: pytest.TempPathFactory) -> MarketStore:
     """A 400-stock simulated store (seed 7), shared read-only by the tests."""
     path = Path(tmp_path_factory.mktemp("store")) / "market.duckdb"
-    build_demo_store(path, SimConfig(n_stocks=SMALL_STOCKS, n_dual=80, seed=7))
+    build_demo_store(path, SimConfig(n_stocks=SMALL_STOCKS, n_dual=200, seed=7))
     return MarketStore(path)
 
 
@@ -49,15 +50,46 @@ def oracle(small_store):
     return features_at(small_store)
 
 
+def _dual(small_store, isin: str):
+    s = small_store.master().by_isin(isin)
+    return s if s.nse_symbol and s.bse_code else None
+
+
 @pytest.fixture(scope="session")
 def stock(small_store, oracle):
-    """A dual-listed stock scoreable on the latest session and 30 sessions before."""
+    """A dual-listed VCP setup inside the universe on the latest session (the model scores
+    it), scoreable 30 sessions before too."""
     from tests.oracle import features_at
 
     earlier = features_at(small_store, small_store.calendar()[-30].astype(object))
-    master = small_store.master()
-    for i, isin in enumerate(oracle.isins):
-        s = master.by_isin(isin)
-        if s.nse_symbol and oracle.scoreable[i] and earlier.scoreable[earlier.row(isin)]:
+    for i in np.flatnonzero(oracle.candidate):
+        s = _dual(small_store, oracle.isins[i])
+        if s and earlier.scoreable[earlier.row(s.isin)]:
             return s
-    raise AssertionError("no scoreable dual-listed stock")
+    raise AssertionError("no dual-listed setup on the latest session of the small store")
+
+
+@pytest.fixture(scope="session")
+def no_setup_stock(small_store, oracle):
+    """A dual-listed stock inside the universe, scoreable, but no VCP on the latest session."""
+    for i in np.flatnonzero(oracle.scoreable & oracle.tradeable & ~oracle.setup):
+        s = _dual(small_store, oracle.isins[i])
+        if s:
+            return s
+    raise AssertionError("no tradeable stock without a setup in the small store")
+
+
+@pytest.fixture(scope="session")
+def earlier_setup(small_store):
+    """(stock, session, features there): a dual-listed setup inside the universe on a session
+    10 to 60 sessions before the latest."""
+    from tests.oracle import features_at
+
+    cal = small_store.calendar()
+    for k in range(10, 61):
+        then = features_at(small_store, cal[-k].astype(object))
+        for i in np.flatnonzero(then.candidate):
+            s = _dual(small_store, then.isins[i])
+            if s:
+                return s, cal[-k].astype(object), then
+    raise AssertionError("no dual-listed setup in the 60 sessions before the latest")

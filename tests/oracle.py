@@ -14,6 +14,9 @@ import numpy as np
 import xgboost as xgb
 
 from features import compute_features_at
+from features.indicators import ffill
+from features.universe import Floors, median_traded_value_at, tradeable
+from features.vector import HISTORY_WINDOW
 from market.store import MarketStore
 
 
@@ -23,15 +26,28 @@ class Features:
     values: np.ndarray  # [n, 25]
     scoreable: np.ndarray  # [n] bool
     reasons: list[str | None]
+    setup: np.ndarray  # [n] bool: scoreable and the detector finds a VCP
+    tradeable: np.ndarray  # [n] bool: inside the default liquidity and price floors
+    as_of: object = None
 
     def row(self, isin: str) -> int:
         return int(np.flatnonzero(self.isins == isin)[0])
 
+    @property
+    def candidate(self) -> np.ndarray:
+        """The stocks the model scores: setups inside the universe."""
+        return self.setup & self.tradeable
 
-def features_at(store: MarketStore, as_of=None) -> Features:
-    panel = store.load_panel(as_of, 400)
+
+def features_at(store: MarketStore, as_of=None, floors: Floors | None = None) -> Features:
+    panel = store.load_panel(as_of, HISTORY_WINDOW)
     r = compute_features_at(panel.open, panel.high, panel.low, panel.close, panel.volume)
-    return Features(np.asarray(panel.isins), r.values, np.asarray(r.scoreable), r.reasons)
+    value = median_traded_value_at(panel.close, panel.volume,
+                                   np.array([panel.close.shape[1] - 1]))[:, 0]
+    inside, _ = tradeable(ffill(panel.close, 10)[:, -1], value, floors or Floors())
+    scoreable = np.asarray(r.scoreable)
+    return Features(np.asarray(panel.isins), r.values, scoreable, r.reasons,
+                    scoreable & np.asarray(r.vcp.detected), inside, panel.as_of)
 
 
 def expected_scores(version: str, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -22,7 +22,7 @@ from market.store import MarketStore
 from serving.api import ApiBackend, build_app
 from serving.http import ApiKeyMiddleware
 from tests.models import clone_model, small_model
-from tests.oracle import expected_scores, features_at
+from tests.oracle import expected_scores
 from training_artifacts import model_store
 
 
@@ -100,7 +100,9 @@ def make_client(snapshot, registry=None, stale_after_sessions=3, **backend_kw):
     runner = FakeRunner(ScoringCore(registry or ModelRegistry(check_interval=0)))
     backend = ApiBackend(snapshot, runner, stale_after_sessions=stale_after_sessions,
                          **backend_kw)
-    return TestClient(build_app(lambda: backend)), runner
+    client = TestClient(build_app(lambda: backend))
+    client.backend = backend  # for the tests that look inside
+    return client, runner
 
 
 @pytest.fixture()
@@ -157,13 +159,15 @@ def test_features_and_explanation_are_the_stocks_own(api, stock, oracle):
          "no data for 1999-01-01: the store holds sessions from 2022-11-01"),
         ({"bse_code": "700001", "prediction_date": "2030-01-01"}, 422, "no data for 2030-01-01"),
         ({"bse_code": "700001", "prediction_date": "not-a-date"}, 422, "prediction_date"),
-        ({"bse_code": "700001", "model_version": "nosuchversion"}, 404, "'nosuchversion'"),
+        ({"bse_code": "SETUP", "model_version": "nosuchversion"}, 404, "'nosuchversion'"),
         ({"bse_code": "700001", "model_version": "0" * 79}, 422, "model_version"),
         ({"bse_code": "700001", "symbol": "X", "days": 3}, 422,
          "unknown field(s): symbol, days"),
     ],
 )
-def test_predict_errors_are_json_with_a_message(api, body, status, text):
+def test_predict_errors_are_json_with_a_message(api, stock, body, status, text):
+    if body.get("bse_code") == "SETUP":  # a stock the model scores
+        body = {**body, "bse_code": stock.bse_code}
     r = api.post("/predict", json=body)
     assert r.status_code == status, r.text
     assert text in r.json()["error"]
@@ -175,13 +179,33 @@ def test_identifiers_naming_two_stocks_are_422(api, small_store, stock):
     assert r.status_code == 422 and "different stocks" in r.json()["error"]
 
 
-def test_a_stock_that_cannot_be_scored_is_422_with_its_reason(api, small_store, oracle):
+def test_a_stock_without_a_setup_gets_no_probability_and_the_reason(api, no_setup_stock):
+    r = api.post("/predict", json={"isin": no_setup_stock.isin})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["probability"] is None and body["confidence"] == "NONE"
+    assert body["model_version"] is None and body["pattern"] is None
+    assert body["why_not"]  # the first VCP rule it fails, in words
+    assert len(body["trend_template"]) == 8
+
+
+def test_a_stock_that_cannot_be_scored_says_why(api, small_store, oracle):
     i = next(i for i, r in enumerate(oracle.reasons) if r and r.startswith("insufficient"))
     code = small_store.master().by_isin(oracle.isins[i]).bse_code
     r = api.post("/predict", json={"bse_code": code})
-    assert r.status_code == 422
-    assert r.json()["error"].endswith(f"cannot be scored on {oracle_date(small_store)}: "
-                                      f"{oracle.reasons[i]}")
+    assert r.status_code == 200, r.text
+    assert r.json()["probability"] is None and r.json()["confidence"] == "NONE"
+    assert r.json()["why_not"] == oracle.reasons[i]
+
+
+def test_a_stock_below_the_floors_says_which(api, small_store, oracle):
+    i = next(i for i in range(len(oracle.isins)) if oracle.scoreable[i]
+             and not oracle.tradeable[i])
+    r = api.post("/predict", json={"isin": oracle.isins[i]})
+    assert r.status_code == 200, r.text
+    assert r.json()["probability"] is None
+    assert r.json()["why_not"].startswith(("illiquid: median traded value",
+                                           "below the price floor"))
 
 
 def test_malformed_bodies_never_500(api):
@@ -219,14 +243,16 @@ def test_the_weekend_after_the_newest_session_maps_to_it_a_weekday_is_refused(ap
                                       "2022-11-01 to 2026-10-30")
 
 
-def test_an_earlier_session_is_scored_on_its_own_features(api, small_store, stock, active):
-    earlier = small_store.calendar()[-30].astype(object)
+def test_an_earlier_session_is_scored_on_its_own_features(api, earlier_setup, active):
+    stock, earlier, then = earlier_setup
     r = api.post("/predict", json={"isin": stock.isin, "prediction_date": str(earlier)})
     assert r.status_code == 200, r.text
-    then = features_at(small_store, earlier)
     p, _ = expected_scores(active, then.values[[then.row(stock.isin)]])
     assert r.json()["as_of_date"] == str(earlier)
     assert r.json()["probability"] == pytest.approx(p[0], abs=1e-6)
+    pattern = r.json()["pattern"]
+    assert pattern is not None and pattern["pivot"] > 0
+    assert all(c["high_date"] <= str(earlier) for c in pattern["contractions"])
 
 
 # -- batch_predict -----------------------------------------------------------------------------
@@ -450,6 +476,50 @@ def test_api_keys_and_the_admin_key(snapshot, active, stock):
             call("predict", "admin")] == [401, 401, 200, 200]
     assert [call("models/reload", "user-1"), call("models/reload", "admin")] == [403, 200]
 
+    chart = client.get(f"/api/v1/chart?isin={stock.isin}")
+    assert chart.status_code == 401 and chart.json()["error"] == "missing X-API-Key header"
+    chart = client.get(f"/api/v1/chart?isin={stock.isin}", headers={"X-API-Key": "user-1"})
+    assert chart.status_code == 200 and chart.headers["content-type"] == "image/png"
+
+
+# -- charts ------------------------------------------------------------------------------------
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_setup_chart_is_a_png_cached_per_stock_session_and_model(
+        api, snapshot, active, stock, no_setup_stock, earlier_setup):
+    import io
+
+    from PIL import Image
+
+    first = api.get("/chart", params={"nse_symbol": stock.nse_symbol})
+    assert first.status_code == 200, first.text
+    assert first.headers["content-type"] == "image/png" and first.content[:8] == PNG_MAGIC
+    assert Image.open(io.BytesIO(first.content)).size == (1000, 600)
+    cached = dict(api.backend.charts._items)
+    assert list(cached) == [(stock.isin, snapshot.latest.as_of, active)]
+    again = api.get("/chart", params={"isin": stock.isin})
+    assert again.content == first.content and dict(api.backend.charts._items) == cached
+    # An earlier session and a stock without a setup chart too (with the reason as caption).
+    earlier_stock, day, _ = earlier_setup
+    then = api.get("/chart", params={"bse_code": earlier_stock.bse_code, "date": str(day)})
+    assert then.status_code == 200 and then.content[:8] == PNG_MAGIC
+    none = api.get("/chart", params={"isin": no_setup_stock.isin})
+    assert none.status_code == 200 and none.content != first.content
+
+
+@pytest.mark.parametrize(("params", "status", "text"), [
+    ({"bse_code": "999999"}, 404, "unknown BSE code '999999'"),
+    ({}, 422, "give isin, bse_code or nse_symbol"),
+    ({"bse_code": "700001", "date": "not-a-date"}, 422, "date"),
+    ({"bse_code": "700001", "date": "1999-01-01"}, 422, "no data for 1999-01-01"),
+    ({"bse_code": "7" * 30}, 422, "bse_code"),
+])
+def test_chart_errors_are_json(api, params, status, text):
+    r = api.get("/chart", params=params)
+    assert r.status_code == status, r.text
+    assert r.headers["content-type"].startswith("application/json")
+    assert text in r.json()["error"]
 
 
 # -- hardening (issue 17): strict inputs, the model store, dates, the market store -------------

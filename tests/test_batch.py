@@ -68,14 +68,19 @@ def expected(small_store, quick_model):
     feats = features_at(small_store)
     master = small_store.master().frame.set_index("isin").reindex(feats.isins)
     active = master["active"].to_numpy(dtype=bool)
-    mask = active & feats.scoreable
+    mask = active & feats.candidate
+    assert mask.sum() >= 2, "the small store needs setups on its latest session"
     p, conf = expected_scores(quick_model[0], feats.values[mask])
+    unscoreable = active & ~feats.scoreable
     return {
         "date": str(small_store.date_range()[1]),
         "prob": dict(zip(feats.isins[mask], p.astype(float), strict=True)),
         "conf": dict(zip(feats.isins[mask], conf, strict=True)),
         "inactive": set(feats.isins[~active]),
-        "reasons": {feats.isins[i]: feats.reasons[i] for i in np.flatnonzero(active & ~mask)},
+        "reasons": {feats.isins[i]: feats.reasons[i] for i in np.flatnonzero(unscoreable)},
+        "outside": set(feats.isins[active & feats.scoreable & ~feats.tradeable]),
+        "inside_no_setup": set(feats.isins[active & feats.scoreable & feats.tradeable
+                                           & ~feats.setup]),
         "all": set(feats.isins),
         "version": quick_model[0],
     }
@@ -89,10 +94,20 @@ def test_a_run_writes_all_four_outputs(small_store, quick_model, paths, expected
     day = expected["date"]
     out = paths["out"]
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        [f"predictions_{day}.csv", f"skipped_stocks_{day}.csv", f"report_{day}.txt"])
+        [f"predictions_{day}.csv", f"skipped_stocks_{day}.csv", f"report_{day}.txt",
+         f"report_{day}.html"])
 
-    pred = read_csv(out / f"predictions_{day}.csv")
+    listing = read_csv(out / f"predictions_{day}.csv")
+    pred = [r for r in listing if r["status"] == "setup"]
+    near = [r for r in listing if r["status"] == "near-setup"]
+    assert listing == pred + near  # the setups first, then the near-setups
     assert {r["isin"] for r in pred} == set(expected["prob"])
+    for r in near:  # inside the universe, one late VCP rule failed, no probability
+        assert r["isin"] in expected["inside_no_setup"]
+        assert r["probability"] == "" and r["why_not"]
+    for r in pred:
+        assert r["footprint"] and float(r["stop_price"]) < float(r["pivot_price"])
+        assert 0 < float(r["risk_pct"]) <= 0.08 + 1e-9
     probs = [float(r["probability"]) for r in pred]
     assert probs == sorted(probs, reverse=True)
     assert [int(r["rank"]) for r in pred] == list(range(1, len(pred) + 1))
@@ -113,6 +128,11 @@ def test_a_run_writes_all_four_outputs(small_store, quick_model, paths, expected
         assert by_isin[isin].startswith("delisted: on ")
     for isin, reason in expected["reasons"].items():
         assert by_isin[isin] == reason
+    for isin in expected["outside"]:
+        assert by_isin[isin].startswith(("illiquid: median traded value",
+                                         "below the price floor"))
+    for isin in expected["inside_no_setup"]:
+        assert by_isin[isin]  # the first VCP rule the stock fails
 
     rows = db_rows(paths["db"], "daily_predictions")
     assert len(rows) == len(pred)
@@ -137,8 +157,9 @@ def test_a_run_writes_all_four_outputs(small_store, quick_model, paths, expected
     report = (out / f"report_{day}.txt").read_text()
     assert "SIMULATED" in report and "NOT real companies" in report
     assert quick_model[0] in report and run["run_id"] in report
-    top = report.split("TOP 25 BY PROBABILITY")[1].split("SKIPPED BY REASON")[0]
+    top = report.split("SETUPS BY PROBABILITY (top 25)")[1].split("NEAR-SETUPS")[0]
     assert len([ln for ln in top.splitlines() if ln.strip()]) == 1 + min(25, len(pred))
+    assert "excluded: liquidity floor" in report and "tradeable universe" in report
     assert pred[0]["bse_code"] in top
     for level in ("HIGH", "MEDIUM", "LOW"):
         n = sum(r["confidence"] == level for r in pred)
@@ -146,7 +167,12 @@ def test_a_run_writes_all_four_outputs(small_store, quick_model, paths, expected
     assert "delisted" in report and "insufficient_history" in report
     for stage in ("model", "read", "features", "score"):
         assert f"\n  {stage} " in report
-    assert f"scored {len(pred):,} stocks" in message(proc)
+    assert f"scored {len(pred):,} VCP setups" in message(proc)
+
+    page = (out / f"report_{day}.html").read_text()
+    assert page.count('class="card setup"') == len(pred)
+    assert page.count("data:image/png;base64,") >= min(len(pred), 25)
+    assert "SIMULATED DATA" in page and "no previous run to compare with" in page
 
 
 def test_a_second_run_for_the_same_date_keeps_one_row_per_stock(small_store, quick_model,
@@ -159,8 +185,10 @@ def test_a_second_run_for_the_same_date_keeps_one_row_per_stock(small_store, qui
     assert {r["run_id"] for r in rows} == {second.run_id}
     runs = db_rows(paths["db"], "batch_runs")
     assert [r["status"] for r in runs] == ["succeeded", "succeeded"]
-    pred = read_csv(second.files["predictions"])
+    pred = [r for r in read_csv(second.files["predictions"]) if r["status"] == "setup"]
     assert len(pred) == len(expected["prob"])
+    # The second run of the same date: nothing is new since the previous date (there is none).
+    assert "no previous run to compare with" in second.files["html"].read_text()
 
 
 def test_stocks_with_too_little_data_are_skipped_with_their_reasons(small_store, quick_model,
@@ -176,8 +204,7 @@ def test_stocks_with_too_little_data_are_skipped_with_their_reasons(small_store,
         n = int(r["reason"].split(":")[1].split()[0])
         assert n < 200 and r["reason"].endswith("200 needed")
     kinds = {r["reason"].split(":")[0] for r in skipped}
-    assert kinds <= {"inactive", "delisted", "not_listed", "insufficient_history", "no_data",
-                     "stale"}
+    assert {"insufficient_history", "illiquid"} <= kinds
     assert result.n_scored + result.n_skipped == result.n_universe
     report = result.files["report"].read_text()
     assert f"insufficient_history {len(short):>7,}".replace(" ", "") in report.replace(" ", "")
@@ -191,8 +218,10 @@ def test_url_mode_gives_the_same_probabilities_as_in_process(small_store, quick_
     with running_server(small_store.path) as server:
         proc = cli(*args_for(small_store, remote, "--url", server.url, "--chunk-size", "64"))
     assert proc.returncode == 0, message(proc)
-    a = {r["isin"]: r for r in read_csv(in_process.files["predictions"])}
-    b = {r["isin"]: r for r in read_csv(remote["out"] / f"predictions_{expected['date']}.csv")}
+    a = {r["isin"]: r for r in read_csv(in_process.files["predictions"])
+         if r["status"] == "setup"}
+    b = {r["isin"]: r for r in read_csv(remote["out"] / f"predictions_{expected['date']}.csv")
+         if r["status"] == "setup"}
     assert set(a) == set(b)
     for isin, row in a.items():
         assert abs(float(row["probability"]) - float(b[isin]["probability"])) <= 1e-6
@@ -282,6 +311,22 @@ def test_no_model_fails_with_a_message(small_store, paths, tmp_path):
     assert "no model" in message(proc) and "vcp train" in message(proc)
 
 
+def test_the_html_list_marks_setups_new_since_the_previous_run(small_store, quick_model,
+                                                               paths):
+    cal = [d.astype(object) for d in small_store.calendar()]
+    before = run_batch(config_for(small_store, paths, date=cal[-2]))
+    latest = run_batch(config_for(small_store, paths))
+    old = {r["isin"] for r in read_csv(before.files["predictions"]) if r["status"] == "setup"}
+    now = [r["isin"] for r in read_csv(latest.files["predictions"]) if r["status"] == "setup"]
+    new = [isin for isin in now if isin not in old]
+    page = latest.files["html"].read_text()
+    assert f"{len(new)} new since the previous run" in page
+    assert page.count('title="not a setup in the previous run">NEW') == len(new)
+    for isin in now:  # each card says whether it is new
+        card = page.split(f'data-isin="{isin}"')[1].split('<div class="card')[0]
+        assert ('>NEW<' in card) == (isin in new)
+
+
 # -- issue 17: a full disk, a read-only folder, a crash after the commit, a broken model -------
 def _private_mounts(script: str, timeout: float = 300) -> subprocess.CompletedProcess:
     """`script` (sh) as root of its own mount namespace: what it mounts vanishes with it."""
@@ -309,13 +354,32 @@ def _after_a_failed_run(paths, before, day: str, cause: str) -> None:
     assert db_rows(paths["db"], "pending_files") == []
 
 
+def _a_long_previous_list(db: Path, rows: int = 20_000) -> None:
+    """Give the last run's list many more rows (as a larger universe would): the next run for
+    that date, which replaces them, writes far more than its journal row."""
+    con = sqlite3.connect(db)
+    try:
+        cols = [r[1] for r in con.execute("PRAGMA table_info(daily_predictions)")]
+        first = dict(zip(cols, con.execute("SELECT * FROM daily_predictions").fetchone(),
+                         strict=True))
+        con.executemany(
+            f"INSERT INTO daily_predictions ({', '.join(cols)}) VALUES "
+            f"({', '.join('?' for _ in cols)})",
+            [tuple({**first, "isin": f"INEZ{i:08d}", "rank": i}[c] for c in cols)
+             for i in range(rows)])
+        con.commit()
+    finally:
+        con.close()
+
+
 def test_a_full_disk_at_commit_publishes_nothing(small_store, quick_model, paths, tmp_path):
-    """The predictions database on a tiny tmpfs with room for the run's journal row but not
+    """The predictions database on a small tmpfs with room for the run's journal row but not
     its predictions: the commit fails, and no file moves (they used to be renamed first)."""
     if not _can_mount(tmp_path):
         pytest.skip("no private mount namespace here; test_an_injected_full_database_... "
                     "covers the same path")
     good = run_batch(config_for(small_store, paths))
+    _a_long_previous_list(paths["db"])
     before = _snapshot(paths)
     disk, saved = tmp_path / "disk", tmp_path / "saved"
     disk.mkdir()
@@ -323,7 +387,7 @@ def test_a_full_disk_at_commit_publishes_nothing(small_store, quick_model, paths
     args = " ".join(args_for(small_store, {**paths, "db": disk / "predictions.db"}))
     script = f"""
 set -e
-mount -t tmpfs -o size=512k tmpfs {disk}
+mount -t tmpfs -o size=16m tmpfs {disk}
 cp {paths['db']} {disk}/predictions.db
 free=$(df -k --output=avail {disk} | tail -1)
 dd if=/dev/zero of={disk}/filler bs=1k count=$((free - 64)) 2>/dev/null
@@ -342,9 +406,9 @@ cp {disk}/predictions.db* {saved}/
 
 def test_an_injected_full_database_publishes_nothing(small_store, quick_model, paths):
     """Where no tmpfs can be mounted: the database is capped at its size (SQLite's own
-    max_page_count), so a run for another date, which needs new pages, fails as on a full
-    disk, with SQLite's own error."""
-    run_batch(config_for(small_store, paths, date=small_store.calendar()[-2].astype(object)))
+    max_page_count) and the transaction has one more megabyte to store, so it fails just
+    before the commit as on a full disk, with SQLite's own error."""
+    run_batch(config_for(small_store, paths))
     before = _snapshot(paths)
     proc = cli(*args_for(small_store, paths), env={"VCP_BATCH_FAIL_AT": "db-full"})
     assert proc.returncode == 1
@@ -380,12 +444,14 @@ def test_a_run_killed_after_its_commit_is_published_by_the_next(small_store, qui
     assert [r["status"] for r in runs] == ["succeeded"]  # committed
     assert not [p for p in paths["out"].iterdir() if not p.name.startswith(".")]
     pending = db_rows(paths["db"], "pending_files")
-    assert len(pending) == 3 and all(Path(p["tmp"]).exists() for p in pending)
+    assert pending and all(Path(p["tmp"]).exists() for p in pending)
+    assert {Path(p["target"]).parent for p in pending} == {paths["out"]}
     second = run_batch(config_for(small_store, paths))  # replays the renames first
     assert db_rows(paths["db"], "pending_files") == []
     assert not [p for p in paths["out"].iterdir() if p.name.startswith(".")]
     assert {p.name for p in paths["out"].iterdir()} == {p.name for p in
                                                         second.files.values()}
+    assert {Path(p["target"]).name for p in pending} == {p.name for p in second.files.values()}
     assert [r["status"] for r in db_rows(paths["db"], "batch_runs")] == ["succeeded"] * 2
 
 

@@ -170,6 +170,26 @@ def test_daily_report_opens_offline_with_its_charts(browser, tmp_path):
         page.close()
 
 
+def test_a_batch_runs_report_opens_offline(browser, small_store, quick_model, tmp_path):
+    """The page a real batch run wrote: every setup's card, its chart loaded."""
+    from batch import BatchConfig, run_batch
+
+    result = run_batch(BatchConfig(market_db=small_store.path, out_dir=tmp_path / "out",
+                                   predictions_db=tmp_path / "predictions.db"))
+    page = Page(browser, result.files["html"].as_uri())
+    try:
+        cards = page.page.eval_on_selector_all(".card.setup", "els => els.length")
+        assert cards == result.n_scored >= 1
+        images = page.page.eval_on_selector_all(
+            "img.chart", "els => els.map(e => [e.complete, e.naturalWidth])")
+        assert len(images) >= cards and all(done and w > 0 for done, w in images), images
+        assert page.page.locator("#simulated").is_visible()
+        page.shot(tmp_path / "batch_report.png")
+        assert page.problems == []
+    finally:
+        page.close()
+
+
 def test_training_report_tables_fit_a_1000px_page(browser, quick_model, tmp_path):
     report = tmp_path / "training_report.html"
     report.write_text(quick_model[1].report_html, encoding="utf-8")
@@ -182,7 +202,7 @@ def test_training_report_tables_fit_a_1000px_page(browser, quick_model, tmp_path
         assert len(tables) >= 4
         assert all(scroll <= 1000 and width <= 1000 for scroll, width in tables), tables
         cells = page.page.eval_on_selector_all("td", "els => els.map(e => e.textContent)")
-        floats_for_ints = [c for c in cells if re.fullmatch(r"\d[\d,]*\.0+", c.strip())]
+        floats_for_ints = [c for c in cells if re.fullmatch(r"[1-9][\d,]*\.0+", c.strip())]
         assert floats_for_ints == []  # counts print as integers (7,460, not 7460.0000)
         page.shot(tmp_path / "training_report.png")
         assert page.problems == []

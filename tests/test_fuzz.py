@@ -48,10 +48,12 @@ def schemathesis(url: str, tmp_path: Path, *args: str) -> subprocess.CompletedPr
 
 
 def test_every_operation_passes_every_check(server, tmp_path):
+    spec = httpx.get(f"{server}/openapi.json", timeout=10).json()
+    operations = sum(len(item) for item in spec["paths"].values())
     out = schemathesis(server, tmp_path, "--checks", "all")
     report = out.stdout[-8000:]
     assert out.returncode == 0, report
-    assert "Tested: 11" in out.stdout, report
+    assert f"Tested: {operations}" in out.stdout, report
     print("\n" + "\n".join(line for line in out.stdout.splitlines()
                              if "generated" in line or " passed in " in line))
 

@@ -1,97 +1,131 @@
-"""Triple-barrier labels on hand-made paths (entry = next open = 100)."""
+"""The breakout trade (features/labels.py) on hand-made bars: pivot 100, last contraction's low
+95, so the stop is max(95, fill x 0.92) and the target fill x 1.20."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from features import LabelParams, triple_barrier_labels
+from features.labels import (
+    LOSS,
+    NO_FILL,
+    TIMEOUT,
+    UNKNOWN,
+    WIN,
+    TradeParams,
+    breakout_trades,
+    setup_trades,
+)
 
-H = 5  # short horizon for hand-made paths
-
-
-def make(highs, lows, closes=None):
-    """Day 0 = signal date, day 1 opens at 100, then the given highs/lows for days 1..."""
-    n = len(highs) + 1
-    o = np.full(n, 100.0)
-    h = np.array([100.0, *highs])
-    lo = np.array([100.0, *lows])
-    c = np.array([100.0, *(closes if closes is not None else [100.0] * len(highs))])
-    return o, h, lo, c
-
-
-def label0(highs, lows, closes=None, **kw):
-    res = triple_barrier_labels(*make(highs, lows, closes), horizon=H, **kw)
-    return res, (lambda a: a[0, 0])
+PIVOT, LOW = 100.0, 95.0
+SHORT = TradeParams(entry_window=3, hold=5)  # short windows for hand-made bars
 
 
-def test_target_first():
-    res, at = label0([105, 110, 121, 100, 100], [99, 99, 99, 91, 91])
-    assert at(res.label) == 1.0
-    assert at(res.exit_index) == 3
-    assert at(res.r_multiple) == pytest.approx(0.20 / 0.08)
-    assert at(res.mfe) == pytest.approx(0.21) and at(res.mae) == pytest.approx(-0.01)
+def trade(bars, params=SHORT, pivot=PIVOT, low=LOW, sessions=None):
+    """bars: (open, high, low, close) per session after D; None = no trade that session."""
+    cols = [[np.nan if b is None else b[k] for b in bars] for k in range(4)]
+    res = breakout_trades(*cols, pivot=np.array([pivot]), stop_floor=np.array([low]),
+                          params=params, sessions=None if sessions is None else
+                          np.array([sessions]))
+    return res, (lambda a: a[0])
 
 
-def test_stop_first():
-    res, at = label0([105, 101, 125, 100, 100], [99, 91.9, 99, 99, 99])
-    assert at(res.label) == 0.0
-    assert at(res.exit_index) == 2
-    assert at(res.r_multiple) == -1.0
-    assert at(res.mfe) == pytest.approx(0.05)  # the later 125 is after the exit
+QUIET = (98.0, 99.0, 97.0, 98.5)  # below the pivot, above the stop
 
 
-def test_both_same_day_is_failure():
-    res, at = label0([105, 120.5, 101, 100, 100], [99, 91, 99, 99, 99])
-    assert at(res.label) == 0.0 and at(res.r_multiple) == -1.0 and at(res.exit_index) == 2
+def test_fill_at_the_pivot_then_the_target():
+    res, at = trade([QUIET, (99.0, 101.0, 98.5, 100.5), (101.0, 110.0, 100.0, 109.0),
+                     (109.0, 121.0, 108.0, 119.0)])
+    assert at(res.outcome) == WIN and at(res.label) == 1.0
+    assert at(res.fill_col) == 1 and at(res.fill) == pytest.approx(100.0)
+    assert at(res.stop) == pytest.approx(95.0)  # the contraction low is above fill x 0.92
+    assert at(res.exit_col) == 3 and at(res.exit_price) == pytest.approx(120.0)
+    assert at(res.ret) == pytest.approx(0.20)
+    assert at(res.r_multiple) == pytest.approx(0.20 / 0.05)
 
 
-def test_neither_is_failure_with_close_at_horizon():
-    res, at = label0(
-        [105, 110, 115, 110, 108], [95, 96, 97, 95, 94], closes=[101, 104, 110, 106, 105]
-    )
-    assert at(res.label) == 0.0
-    assert at(res.exit_index) == H
-    assert at(res.r_multiple) == pytest.approx(0.05 / 0.08)
-    assert at(res.mfe) == pytest.approx(0.15) and at(res.mae) == pytest.approx(-0.06)
+def test_gap_above_the_pivot_fills_at_the_open():
+    above = (105.0, 106.0, 104.0, 105.0)
+    res, at = trade([(103.0, 106.0, 102.5, 105.0)] + [above] * 6)
+    assert at(res.fill) == pytest.approx(103.0)
+    # The stop is the higher of the contraction low (95) and 103 x 0.92 = 94.76.
+    assert at(res.stop) == pytest.approx(95.0)
+    assert at(res.outcome) == TIMEOUT
 
 
-def test_incomplete_horizon_and_missing_entry_are_nan():
-    o, h, lo, c = make([105] * 7, [99] * 7)
-    res = triple_barrier_labels(o, h, lo, c, horizon=H)
-    t = len(c)
-    assert np.isfinite(res.label[0, : t - H]).all()
-    assert np.isnan(res.label[0, t - H :]).all()
-    assert (res.exit_index[0, t - H :] == -1).all()
-    o2 = o.copy()
-    o2[1] = np.nan
-    assert np.isnan(triple_barrier_labels(o2, h, lo, c, horizon=H).label[0, 0])
+def test_gap_more_than_5pct_above_the_pivot_is_no_fill():
+    res, at = trade([(105.5, 108.0, 105.0, 107.0)] + [QUIET] * 7)
+    assert at(res.outcome) == NO_FILL and at(res.label) == 0.0
+    assert at(res.fill_col) == -1 and np.isnan(at(res.fill))
+    assert at(res.ret) == 0.0 and at(res.r_multiple) == 0.0
 
 
-def test_gaps_skip_sessions_and_params():
-    o, h, lo, c = make([105, np.nan, 121, 100, 100], [99, np.nan, 99, 99, 99])
-    res = triple_barrier_labels(o, h, lo, c, params=LabelParams(horizon=H))
-    assert res.label[0, 0] == 1.0 and res.exit_index[0, 0] == 3
-    assert LabelParams().to_dict() == {"target": 0.20, "stop": 0.08, "horizon": 60}
-    assert res.params.horizon == H
+def test_no_fill_when_the_high_never_reaches_the_pivot():
+    res, at = trade([QUIET] * 8)
+    assert at(res.outcome) == NO_FILL and at(res.label) == 0.0
+    # A fill after the entry window does not count.
+    res, at = trade([QUIET, QUIET, QUIET, (99.0, 101.0, 98.0, 100.0)] + [QUIET] * 5)
+    assert at(res.outcome) == NO_FILL
 
 
-def test_vectorized_matches_loop():
-    rng = np.random.default_rng(5)
-    n, t = 6, 120
-    c = 100 * np.exp(np.cumsum(rng.normal(0, 0.03, (n, t)), axis=1))
-    o = c * np.exp(rng.normal(0, 0.01, (n, t)))
-    h = np.maximum(o, c) * 1.01
-    lo = np.minimum(o, c) * 0.99
-    res = triple_barrier_labels(o, h, lo, c, horizon=20)
-    for i in range(n):
-        for d in range(t - 20):
-            e = o[i, d + 1]
-            lab = 0.0
-            for j in range(d + 1, d + 21):
-                if lo[i, j] <= e * 0.92:
-                    break
-                if h[i, j] >= e * 1.2:
-                    lab = 1.0
-                    break
-            assert res.label[i, d] == lab
+def test_a_gap_through_the_stop_exits_at_the_open():
+    res, at = trade([(99.0, 100.5, 98.0, 100.0), (90.0, 91.0, 88.0, 89.0)] + [QUIET] * 5)
+    assert at(res.outcome) == LOSS and at(res.label) == 0.0
+    assert at(res.exit_price) == pytest.approx(90.0)  # the real fill, worse than the 95 stop
+    assert at(res.ret) == pytest.approx(-0.10)
+    assert at(res.r_multiple) == pytest.approx(-0.10 / 0.05)
+
+
+def test_both_levels_in_one_bar_exits_at_the_stop():
+    res, at = trade([(99.0, 100.5, 98.0, 100.0), (100.0, 121.0, 94.0, 110.0)] + [QUIET] * 5)
+    assert at(res.outcome) == LOSS
+    assert at(res.exit_price) == pytest.approx(95.0)
+    assert at(res.r_multiple) == pytest.approx(-1.0)
+
+
+def test_a_timeout_exits_at_the_close_hold_sessions_after_the_fill():
+    inside = (101.0, 103.0, 99.0, 102.0)
+    res, at = trade([(99.0, 100.5, 98.0, 100.0)] + [inside] * 4 + [(102.0, 104.0, 100.0, 103.0)]
+                    + [inside] * 3)
+    assert at(res.outcome) == TIMEOUT and at(res.label) == 0.0
+    assert at(res.exit_col) == 0 + SHORT.hold
+    assert at(res.exit_price) == pytest.approx(103.0)
+    assert at(res.ret) == pytest.approx(0.03)
+
+
+def test_a_delisting_in_the_window_exits_at_the_last_close():
+    filled = (99.0, 100.5, 98.0, 100.0)
+    res, at = trade([filled, (100.0, 102.0, 99.0, 101.5)] + [None] * 6)
+    assert at(res.outcome) == TIMEOUT
+    assert at(res.exit_col) == 1 and at(res.exit_price) == pytest.approx(101.5)
+
+
+def test_a_window_past_the_end_of_the_data_is_unknown():
+    filled = (99.0, 100.5, 98.0, 100.0)
+    res, at = trade([filled, QUIET, QUIET, QUIET, QUIET, QUIET], sessions=3)
+    assert at(res.outcome) == UNKNOWN and np.isnan(at(res.label))
+    assert np.isnan(at(res.r_multiple))
+
+
+def test_the_stop_is_never_more_than_8pct_below_the_fill():
+    res, at = trade([(99.0, 100.5, 98.0, 100.0)] + [QUIET] * 6, low=80.0)
+    assert at(res.stop) == pytest.approx(92.0)
+
+
+def test_setup_trades_reads_only_after_the_setup():
+    """The bar at D itself (above the pivot) must not fill the order."""
+    t = 12
+    o = np.full((1, t), 98.0)
+    h = np.full((1, t), 99.0)
+    lo = np.full((1, t), 97.0)
+    c = np.full((1, t), 98.0)
+    h[0, 5] = 130.0  # D = column 5: the setup's own session
+    res = setup_trades(o, h, lo, c, np.array([0]), np.array([5]), np.array([PIVOT]),
+                       np.array([LOW]), SHORT)
+    assert res.outcome[0] == NO_FILL
+
+
+def test_defaults_are_the_documented_trade():
+    assert TradeParams().to_dict() == {"entry_window": 10, "max_gap": 0.05, "max_loss": 0.08,
+                                       "target": 0.20, "hold": 60}
+    assert TradeParams().horizon == 70

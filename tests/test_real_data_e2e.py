@@ -7,8 +7,9 @@ Indian with a test-friendly license exists on PyPI; these are the closest to BSE
 prices of a few centavos, flat and circuit-locked days, zero volumes, long gaps, bad rows.
 
 The test asserts behaviour that survives changes to training: every command exits 0 without a
-traceback, a model is saved, the batch writes its ranked list with finite probabilities, and
-no feature of any stock on any date is infinite.
+traceback, a model is saved, the batch lists every stock once (a setup, or the reason it is
+not), a session with setups gets them ranked with finite probabilities, and no feature of any
+stock on any date is infinite.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ import pandas as pd
 import pytest
 
 from features import compute_features_all
+from features.indicators import ffill
+from features.universe import Floors, median_traded_value_at
 from market.store import MarketStore
 from tests.realdata import write_per_stock_csvs
 from tests.serverutil import ROOT
@@ -76,14 +79,39 @@ def test_real_data_from_csvs_to_a_daily_list(env):
     assert "saved vcp_breakout:" in trained.stdout and "ROC-AUC" in trained.stdout
     assert any((home / "bentoml" / "models" / "vcp_breakout").iterdir())
 
-    batch = vcp(environ, "batch", "run")
+    # The latest session: every stock listed once, as a setup or with the reason it is not.
+    vcp(environ, "batch", "run")
     day = str(info["last_date"])
-    pred = pd.read_csv(home / "data" / "outputs" / f"predictions_{day}.csv")
-    skipped = pd.read_csv(home / "data" / "outputs" / f"skipped_stocks_{day}.csv")
-    assert len(pred) >= 50 and len(pred) + len(skipped) == len(counts)
-    assert np.isfinite(pred["probability"]).all()
-    assert (pred["rank"] == np.arange(1, len(pred) + 1)).all()
-    assert pred["isin"].str.startswith("LOCAL:NSE:").all()
-    assert f"scored {len(pred):,} stocks" in batch.stdout
+    listing, skipped = _outputs(home, day)
+    setups = listing[listing["status"] == "setup"]
+    assert len(setups) + len(skipped) == len(counts)
+    kinds = set(skipped["reason"].str.split(":").str[0])
+    assert {"illiquid", "below the price floor"} & kinds  # the floors bite on real data
     report = (home / "data" / "outputs" / f"report_{day}.txt").read_text()
-    assert "DATA CHECKS" in report
+    assert "DATA CHECKS" in report and "excluded: liquidity floor" in report
+
+    # The latest sampled session with setups inside the floors: scored and ranked.
+    floors = Floors()
+    value = median_traded_value_at(panel.close, panel.volume, feats.columns)
+    inside = (value >= floors.min_traded_value) & (
+        ffill(panel.close, 10)[:, feats.columns] >= floors.min_price)
+    per_day = (feats.vcp_detected & inside).sum(axis=0)
+    assert per_day.sum() > 0, "no setup inside the floors on any sampled session"
+    when = str(pd.Timestamp(panel.dates[feats.columns[np.flatnonzero(per_day)[-1]]]).date())
+    batch = vcp(environ, "batch", "run", "--date", when)
+    listing, skipped = _outputs(home, when)
+    setups = listing[listing["status"] == "setup"]
+    assert len(setups) >= 1 and len(setups) + len(skipped) == len(counts)
+    assert np.isfinite(setups["probability"]).all()
+    assert (setups["probability"].between(0, 1)).all()
+    assert (setups["rank"] == np.arange(1, len(setups) + 1)).all()
+    assert setups["isin"].str.startswith("LOCAL:NSE:").all()
+    assert (setups["stop_price"] < setups["pivot_price"]).all()
+    assert f"scored {len(setups):,} VCP setups" in batch.stdout
+    assert (home / "data" / "outputs" / f"report_{when}.html").stat().st_size > 10_000
+
+
+def _outputs(home: Path, day: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    out = home / "data" / "outputs"
+    return (pd.read_csv(out / f"predictions_{day}.csv"),
+            pd.read_csv(out / f"skipped_stocks_{day}.csv"))

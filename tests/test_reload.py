@@ -27,20 +27,21 @@ def second_model(small_store):
     return version
 
 
-def _scoreable_codes(store, n=20):
-    from inference.snapshot import features_from_panel
+def _setup_codes(store, n=20):
+    """BSE codes of the stocks the model scores on the latest session (setups in the
+    universe): their answers carry the serving model's version."""
+    from tests.oracle import features_at
 
-    latest = features_from_panel(store.load_panel(None, 400))
+    latest = features_at(store)
     master = store.master()
-    isins = [i for i, r in zip(latest.row_of, latest.result.reasons, strict=True) if r is None]
-    return [master.by_isin(i).bse_code for i in isins[:n]]
+    return [master.by_isin(isin).bse_code for isin in latest.isins[latest.candidate][:n]]
 
 
 def test_hot_reload_under_load_reaches_every_worker(small_store, quick_model, second_model,
                                                     restore_active):
     first = quick_model[0]
     model_store.write_active(first)
-    codes = _scoreable_codes(small_store)
+    codes = _setup_codes(small_store)
     env = {"VCP_RUNNER_WORKERS": "2", "VCP_API_WORKERS": "2", "VCP_RATE_LIMIT": "0"}
     with running_server(small_store.path, env=env) as proc:
         url = proc.url
@@ -83,7 +84,7 @@ def test_corrupted_model_keeps_previous_version_and_health_degrades(
     good = quick_model[0]
     model_store.write_active(good)
     bad = model_store.get_model(clone_model(good, corrupt=True))
-    code = _scoreable_codes(small_store, 1)[0]
+    code = _setup_codes(small_store, 1)[0]
     try:
         with running_server(small_store.path) as proc:
             url = proc.url
@@ -115,7 +116,7 @@ def test_corrupted_model_keeps_previous_version_and_health_degrades(
 
 def test_api_keys_and_admin_key_for_reload(small_store, quick_model, restore_active):
     model_store.write_active(quick_model[0])
-    code = _scoreable_codes(small_store, 1)[0]
+    code = _setup_codes(small_store, 1)[0]
     env = {"VCP_API_KEYS": "user-key-1,user-key-2", "VCP_ADMIN_KEYS": "admin-key"}
     with running_server(small_store.path, env=env) as proc:
         url = proc.url

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from features import FEATURES
-from tests.oracle import expected_scores, features_at
+from tests.oracle import expected_scores
 from tests.serverutil import running_server
 
 
@@ -63,13 +63,14 @@ def test_features_and_explanation_on_request(server, stock, oracle):
     assert abs(top[0]["contribution"]) >= abs(top[-1]["contribution"])
 
 
-def test_an_earlier_session_and_a_weekend(server, stock, small_store, quick_model):
+def test_an_earlier_session_and_a_weekend(server, stock, earlier_setup, small_store,
+                                          quick_model):
     cal = [d.astype(object) for d in small_store.calendar()]
-    earlier = cal[-30]
-    r = post(server, "predict", {"bse_code": stock.bse_code, "prediction_date": str(earlier)})
+    then_stock, earlier, then = earlier_setup
+    r = post(server, "predict", {"bse_code": then_stock.bse_code,
+                                 "prediction_date": str(earlier)})
     assert r.status_code == 200, r.text
-    then = features_at(small_store, earlier)
-    p, _ = expected_scores(quick_model[0], then.values[[then.row(stock.isin)]])
+    p, _ = expected_scores(quick_model[0], then.values[[then.row(then_stock.isin)]])
     assert r.json()["as_of_date"] == str(earlier)
     assert r.json()["probability"] == pytest.approx(p[0], abs=1e-6)
     friday = next(d for d in cal[-40:-1] if d.weekday() == 4)
@@ -79,12 +80,12 @@ def test_an_earlier_session_and_a_weekend(server, stock, small_store, quick_mode
     assert w.json()["note"].startswith(f"{sunday} is not a trading session")
 
 
-def test_errors_through_bentoml_are_json(server):
+def test_errors_through_bentoml_are_json(server, stock):
     r = post(server, "predict", {"bse_code": "999999"})
     assert r.status_code == 404 and r.json() == {"error": "unknown BSE code '999999'"}
     r = post(server, "predict", {"bse_code": "700001", "ticker": "X"})
     assert r.status_code == 422 and "unknown field(s): ticker" in r.json()["error"]
-    r = post(server, "predict", {"bse_code": "700001", "model_version": "nosuchversion"})
+    r = post(server, "predict", {"bse_code": stock.bse_code, "model_version": "nosuchversion"})
     assert r.status_code == 404 and "'nosuchversion' not found" in r.json()["error"]
     r = httpx.post(f"{server}/api/v1/predict", content=b"{not json",
                    headers={"Content-Type": "application/json"}, timeout=10)
@@ -127,10 +128,19 @@ def test_health_models_and_metrics(server, quick_model, stock):
     assert "vcp_predictions_total" in httpx.get(f"{server}/metrics", timeout=10).text
 
 
+def test_chart_through_bentoml(server, stock):
+    r = httpx.get(f"{server}/api/v1/chart", params={"bse_code": stock.bse_code}, timeout=30)
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"] == "image/png" and r.content[:4] == b"\x89PNG"
+    bad = httpx.get(f"{server}/api/v1/chart", params={"bse_code": "999999"}, timeout=30)
+    assert bad.status_code == 404 and bad.json() == {"error": "unknown BSE code '999999'"}
+
+
 def test_openapi_and_swagger_stay(server):
     spec = httpx.get(f"{server}/docs.json", timeout=10).json()
     for path in ("/api/v1/predict", "/api/v1/batch_predict", "/api/v1/health",
-                 "/api/v1/models", "/api/v1/models/reload", "/api/v1/metrics"):
+                 "/api/v1/models", "/api/v1/models/reload", "/api/v1/metrics",
+                 "/api/v1/chart"):
         assert path in spec["paths"], path
     assert "examples" in str(spec["components"]["schemas"]["PredictRequest"])
     assert "isin" in spec["components"]["schemas"]["PredictRequest"]["properties"]

@@ -11,12 +11,11 @@ import httpx
 from tests.serverutil import running_server
 
 
-def test_sigterm_lets_the_request_in_flight_finish(small_store, quick_model):
-    cal = small_store.calendar()
-    codes = list(small_store.master().frame["bse_code"][:100])
-    # An older date is computed on demand (panel read + features), then 100 explanations:
-    # long enough to be in flight when the signal lands.
-    body = {"stocks": [{"bse_code": c} for c in codes], "prediction_date": str(cal[-80]),
+def test_sigterm_lets_the_request_in_flight_finish(small_store, quick_model, earlier_setup):
+    stock, day, _ = earlier_setup
+    # An older date is computed on demand (panel read + features), then a setup scored and
+    # explained 100 times: long enough to be in flight when the signal lands.
+    body = {"stocks": [{"bse_code": stock.bse_code}] * 100, "prediction_date": str(day),
             "include_explanation": True}
     with running_server(small_store.path, {"VCP_RATE_LIMIT": "0"}) as proc:
         result: dict = {}

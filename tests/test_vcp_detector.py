@@ -65,6 +65,19 @@ def test_textbook_3t_vcp_is_detected_with_its_footprint():
     assert not setup["breakout"] and not setup["extended"]
 
 
+def test_the_stop_never_risks_more_than_8pct_below_the_pivot():
+    """A last contraction 11% deep: the trade's stop is 8% under the pivot, above its low."""
+    legs = [(10, 75.0), (15, 97.0), (10, 97 * 0.80), (12, 95.0), (16, 95 * 0.89), (8, 94.0)]
+    close, volume = base(legs, dry_from=250 + 47, dry=0.3)
+    day = run(close, volume)
+    assert day.detected[0], day.why_not(0)
+    setup = day.setup(0)
+    last_low = setup["contractions"][-1]["low"]
+    assert last_low < setup["pivot"] * 0.92
+    assert setup["stop"] == pytest.approx(setup["pivot"] * 0.92)
+    assert setup["risk_pct"] == pytest.approx(0.08)
+
+
 def test_textbook_4t_vcp_is_detected():
     legs = [(18, 70.0), (18, 98.0), (12, 98 * 0.85), (12, 96.0), (8, 96 * 0.92), (8, 95.0),
             (5, 95 * 0.96), (3, 94.5)]

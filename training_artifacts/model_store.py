@@ -153,14 +153,14 @@ def list_models() -> list[bentoml.Model]:
 
 def summary(model: bentoml.Model) -> dict[str, Any]:
     meta = metadata_of(model)
-    last = (meta.get("metrics") or {}).get("last_fold", {}).get("model", {})
+    hold = (meta.get("metrics") or {}).get("holdout", {}).get("model", {})
     return {
         "version": version_of(model),
         "created": model.info.creation_time.isoformat(timespec="seconds"),
         "data_source": meta.get("data_source"),
         "quick": meta.get("quick", False),
-        "roc_auc_last_fold": last.get("roc_auc"),
-        "precision_at_50_last_fold": last.get("precision_at_50"),
+        "holdout_roc_auc": hold.get("roc_auc"),
+        "holdout_precision_at_10": hold.get("precision_at_10"),
         "features_match_code": list(meta.get("features") or []) == list(FEATURES),
     }
 

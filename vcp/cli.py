@@ -226,7 +226,8 @@ def train_cmd(
         typer.Option(help="Make the new model active (default: only if none is active)."),
     ] = None,
     if_missing: Annotated[
-        bool, typer.Option(help="Do nothing when the model store already holds a model.")
+        bool, typer.Option(help="Do nothing when the model store already holds a model "
+                           "built for this code's features.")
     ] = False,
     db: DbOption = None,
 ) -> None:
@@ -235,28 +236,85 @@ def train_cmd(
     from training_artifacts import model_store
     from training_artifacts.train import DatasetError, TrainConfig, save, train
 
-    if if_missing and model_store.list_models():
-        console.print("the model store already holds a vcp_breakout model; not training")
+    current = [m for m in model_store.list_models()
+               if model_store.summary(m)["features_match_code"]]
+    if if_missing and current:
+        console.print("the model store already holds a vcp_breakout model for these features; "
+                      "not training")
         return
-    cfg = TrainConfig.for_mode(quick, seed)
+    settings = settings_of(ctx)
+    cfg = TrainConfig.for_mode(quick, seed, floors=settings.floors)
     store = MarketStore(_store_path(ctx, db))
     try:
         with progress_bar(total=None) as update:
             result = train(store, cfg, progress=update)
             update("saving to the model store")
-            version, report = save(result, reports_dir=settings_of(ctx).reports_dir)
+            version, report = save(result, reports_dir=settings.reports_dir)
     except (StoreError, DatasetError) as exc:
         raise fail(str(exc)) from None
-    if promote or (promote is None and model_store.read_active() is None):
+    active = model_store.read_active()
+    stale_active = active is not None and active not in {model_store.version_of(m)
+                                                          for m in current}
+    if promote or (promote is None and (active is None or stale_active)):
         model_store.promote(version)
         console.print(f"promoted {version} to active")
-    last = result.metadata["metrics"]["last_fold"]
     print(f"saved vcp_breakout:{version} in {result.seconds:.0f} s; report: {report}")
-    for name in ("model", "logistic", "rule"):
-        m = last[name]
-        print(f"  last fold {name:9s} ROC-AUC {m['roc_auc']:.4f}  PR-AUC {m['pr_auc']:.4f}  "
-              f"P@20 {m['precision_at_20']:.4f}  P@50 {m['precision_at_50']:.4f}  "
-              f"R(top50) {m['mean_r_top_50']:+.3f}  base {m['base_rate']:.4f}")
+    for line in training_summary(result.metadata):
+        print(line)
+
+
+def _ci(value: float, ci: list[float] | tuple[float, float] | None, spec: str = ".3f") -> str:
+    if value is None or value != value:  # NaN: no day had k setups, or one class only
+        return "n/a"
+    if ci is None or len(ci) != 2:
+        return format(value, spec)
+    return f"{value:{spec}} [{ci[0]:{spec}}, {ci[1]:{spec}}]"
+
+
+def training_summary(meta: dict) -> list[str]:
+    """What `vcp train` prints: the holdout verdict with 95% intervals and the trade
+    simulations (all in the report too)."""
+    s, w = meta["setups"], meta["training_window"]
+    lines = [f"  data: {meta['data_source']}; setups {s['all']:,} (development "
+             f"{s['development']:,}, holdout {s['holdout']:,} from {w['holdout_from']}); "
+             f"base rate {s['base_rate_holdout']:.3f} on the holdout"]
+    hold = meta["metrics"]["holdout"]
+    if not hold:
+        return [*lines, "  holdout: too few setups to judge (quick mode on a small store?)"]
+    lines.append("  holdout, among setups (95% date-block bootstrap intervals):")
+    for name in ("model", "rule", "oracle"):
+        if name not in hold:
+            continue
+        m, ci = hold[name], hold[name]["ci95"]
+        lines.append(f"    {name:6s} P@10 {_ci(m['precision_at_10'], ci['precision_at_10'])}  "
+                     f"P@5 {_ci(m['precision_at_5'], None)}  "
+                     f"P@20 {_ci(m['precision_at_20'], None)}  "
+                     f"ROC-AUC {_ci(m['roc_auc'], ci['roc_auc'])}")
+    if hold["model"]["precision_at_5"] != hold["model"]["precision_at_5"]:
+        lines.append("    (P@k counts days with at least k setups; this holdout has "
+                     f"{s['holdout'] / max(hold['model']['days'], 1):.1f} setups a day)")
+    if "model_minus_rule" in hold:
+        d = hold["model_minus_rule"]
+        diff = _ci(d["precision_at_10"], d["ci95"]["precision_at_10"], "+.3f")
+        lines.append(f"    model - rule P@10 {diff}")
+    if "model_share_of_oracle_at_10" in hold:
+        lines.append(f"    model / oracle P@10 {hold['model_share_of_oracle_at_10']:.2f}")
+    sims = meta.get("trade_simulation", {})
+    for title, strategies in (("holdout", sims.get("strategies")),
+                              ("out of sample from " + str(sims.get("out_of_sample", {})
+                                                          .get("from")),
+                               sims.get("out_of_sample", {}).get("strategies"))):
+        if not strategies:
+            continue
+        lines.append(f"  trade simulation, {title} (net of costs):")
+        for t in strategies:
+            lines.append(f"    {t['strategy']:34s} final x{t['final_equity']:.2f}  "
+                         f"CAGR {t['cagr']:+.1%}  max DD {t['max_drawdown']:.1%}  "
+                         f"hit {t['hit_rate']:.2f}  avg R {t['avg_r']:+.2f}")
+    th = meta.get("thresholds") or {}
+    if th:
+        lines.append(f"  confidence: HIGH p >= {th['HIGH']:.3f}, MEDIUM p >= {th['MEDIUM']:.3f}")
+    return lines
 
 
 def _model_failure(exc: Exception) -> typer.Exit:
@@ -298,9 +356,9 @@ def models_list() -> None:
     for m in found.models:
         s = model_store.summary(m)
         mark = "*" if s["version"] == active else " "
-        auc = s["roc_auc_last_fold"]
+        p10 = s["holdout_precision_at_10"]
         print(f"{mark} {s['version']}  {s['created']}  source={s['data_source']}  "
-              f"quick={s['quick']}  last-fold AUC={auc if auc is None else round(auc, 4)}"
+              f"quick={s['quick']}  holdout P@10={p10 if p10 is None else round(p10, 3)}"
               + ("" if s["features_match_code"] else "  (features differ from code)"))
     for version, error in found.unreadable.items():
         print(f"! {version}  unreadable, skipped: {error}")
@@ -382,6 +440,10 @@ def batch_run(
         str | None, typer.Option("--model", help="Model version (default: the active one; "
                                  "the run fails when the active one cannot be loaded).")
     ] = None,
+    charts: Annotated[
+        int, typer.Option(help="Setups (and as many near-setups) drawn in report_D.html; "
+                          "0 for none.")
+    ] = 25,
     chunk_size: Annotated[
         int | None,
         typer.Option(help="Rows per call in --url mode (default $VCP_MAX_BATCH_SIZE, the "
@@ -402,6 +464,8 @@ def batch_run(
         raise fail(f"--date {date!r} is not a date YYYY-MM-DD", code=2) from None
     if chunk_size is not None and chunk_size < 1:
         raise fail("--chunk-size must be at least 1", code=2)
+    if charts < 0:
+        raise fail("--charts must be 0 or more", code=2)
     if model is not None:
         from training_artifacts import model_store
 
@@ -417,6 +481,7 @@ def batch_run(
         date=day, url=url, model_version=model,
         chunk_size=chunk_size or settings.max_batch_size,
         api_key=api_key or settings.api_key, fail_at=settings.batch_fail_at,
+        floors=settings.floors, charts=charts,
     )
     try:
         with progress_bar(total=5) as update:
@@ -427,9 +492,9 @@ def batch_run(
         console.print(f"note: {result.note}")
     conf = ", ".join(f"{k} {result.by_confidence.get(k, 0):,}" for k in ("HIGH", "MEDIUM", "LOW"))
     source = "SIMULATED data" if result.data_source == "simulated" else result.data_source
-    print(f"batch {result.run_id}: {result.prediction_date} scored {result.n_scored:,} stocks "
-          f"({conf}), skipped {result.n_skipped:,}; model {result.model_version}; {source}; "
-          f"{sum(result.timings.values()):.1f} s")
+    print(f"batch {result.run_id}: {result.prediction_date} scored {result.n_scored:,} VCP "
+          f"setups ({conf}), {result.n_skipped:,} stocks without a probability; model "
+          f"{result.model_version}; {source}; {sum(result.timings.values()):.1f} s")
     for name, path in result.files.items():
         print(f"  {name:12s} {path}")
     print(f"  {'database':12s} {result.predictions_db}")

@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from features.universe import Floors
 from inference import DEFAULT_BATCH_ROWS
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -81,6 +82,12 @@ class Settings(BaseSettings):
     date_cache_mb: float = Field(512.0, ge=0, allow_inf_nan=False,
                                  description="megabytes >= 0 (0 keeps only the latest date)")
 
+    # -- the tradeable universe (training, API and batch) --------------------------------------
+    min_traded_value: float = Field(
+        1e7, ge=0, allow_inf_nan=False,
+        description="rupees >= 0: median daily traded value over 50 sessions (default 1 crore)")
+    min_price: float = Field(20.0, ge=0, allow_inf_nan=False, description="rupees >= 0")
+
     # -- the batch ---------------------------------------------------------------------------
     api_key: str | None = Field(None, description="the X-API-Key for `batch run --url`")
     batch_fail_at: Literal["write", "write-kill", "publish-kill", "db-full"] | None = Field(
@@ -132,6 +139,10 @@ class Settings(BaseSettings):
     def model_store_dir(self) -> Path:
         """BentoML's home (models, bentos) and the active-model pointer beside it."""
         return self.bentoml_home or self.data_dir / "bentoml"
+
+    @property
+    def floors(self) -> Floors:
+        return Floors(self.min_traded_value, self.min_price)
 
     @property
     def rate_burst_total(self) -> float:
