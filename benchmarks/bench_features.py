@@ -1,4 +1,4 @@
-"""Benchmark features: one date from a 400-session panel and all dates over the full history.
+"""Benchmark features: one date (the HISTORY_WINDOW-session panel) and all dates (full history).
 
 Usage:
     python benchmarks/bench_features.py             # demo market store (synthetic if missing)
@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import numpy as np  # noqa: E402
 
 from features import compute_features_all, compute_features_at  # noqa: E402
+from features.vector import HISTORY_WINDOW  # noqa: E402
 
 FIELDS = ("open", "high", "low", "close", "volume")
 
@@ -45,7 +46,7 @@ def synthetic_panel(n: int, t: int, seed: int = 7) -> dict[str, np.ndarray]:
 
 
 def store_panels():
-    """(400-session panel, full panel) from the demo store, or None if there is no store."""
+    """(features-window panel, full panel) from the demo store, or None if there is no store."""
     try:
         from market.store import MarketStore
         from vcp.settings import load_settings
@@ -55,7 +56,7 @@ def store_panels():
     if not Path(path).exists():
         return None
     store = MarketStore(path)
-    one = store.load_panel(as_of=None, lookback=400)
+    one = store.load_panel(as_of=None, lookback=HISTORY_WINDOW)
     full = store.load_panel(as_of=None, lookback=100000)
     return ({f: getattr(one, f) for f in FIELDS}, {f: getattr(full, f) for f in FIELDS})
 
@@ -90,7 +91,7 @@ def main() -> None:
         if not args.synthetic:
             print("market store not found: using a synthetic panel (--synthetic)")
         full = synthetic_panel(args.stocks, args.days)
-        one = {f: a[:, -400:] for f, a in full.items()}
+        one = {f: a[:, -HISTORY_WINDOW:] for f, a in full.items()}
         source = f"synthetic {args.stocks} x {args.days}"
     else:
         one, full = panels

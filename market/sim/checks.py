@@ -131,7 +131,7 @@ def post_breakout_vol(data: SimData, before: int = 40) -> dict[str, float]:
     for k, (i, b, a) in enumerate(zip(rows, bo, adv, strict=True)):
         post = r[i, b + 1:b + 1 + POST_WINDOW]
         pre = r[i, max(a - before, 0):a]
-        if np.isfinite(pre).sum() > 20:
+        if np.isfinite(pre).sum() > 20 and np.isfinite(post).sum() > 1:
             ratios[k] = np.nanstd(post) / np.nanstd(pre)
     win = (eps["trade_outcome"] == "win").to_numpy()
     return {
@@ -154,7 +154,8 @@ def live_setups(data: SimData, first_col: int, window: int = 10) -> pd.DataFrame
     for k, (i, rd) in enumerate(zip(rows, ready, strict=True)):
         pivot = eps["pivot"].iat[k]
         for d in range(max(rd, first_col), min(rd + window, t)):
-            if d > rd and np.nanmax(high[i, rd + 1:d + 1]) >= pivot:
+            since = high[i, rd + 1:d + 1]
+            if d > rd and np.isfinite(since).any() and np.nanmax(since) >= pivot:
                 break
             out.append((k, i, d))
     frame = pd.DataFrame(out, columns=["episode", "row", "col"])

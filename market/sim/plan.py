@@ -3,23 +3,27 @@
 Every stock moves in legs. A leg lasts a number of sessions, adds a drift to the stock's return,
 and sets the levels toward which its volatility regime and volume regime are pulled
 (``market/sim/process.py``). Every stock has a clock of **free** legs (``NaturalLegs``): 8-40
-sessions each, drift N(0, (0.2 sigma)^2) per session (sigma = the stock's idiosyncratic
-volatility), volatility level (in logs) AR(1) across legs with sd 0.55, volume level
-N(0, 0.3^2). A **planted structure** is a sequence of legs laid over that clock: each replaces
-the drift with one aimed at a target (re-aimed from where the stock really is whenever the free
-clock changes leg, so noise is never smoothed away and errors do not pile up) and adds its
-planned levels to the free clock's volatility and volume levels. Planted legs move at 0.15-0.40
-sigma per session, so their lengths follow from the size of the move:
+sessions each with drift N(0, (0.2 sigma)^2) per session (sigma = the stock's idiosyncratic
+volatility), or, for a quarter of them, swings of 4-15 sessions at 0.5-1.0 sigma either way;
+volatility level (in logs) AR(1) across legs (persistence 0.8, sd 0.45), volume level
+N(0, 0.45^2); now and then a calm spell of 2-5 legs lowers both. A **planted structure** is a
+sequence of legs laid over that clock: each replaces the drift with one aimed at a target
+(re-aimed from where the stock really is whenever the free clock changes leg, so noise is
+never smoothed away and errors do not pile up) and adds its planned levels to the free
+clock's volatility and volume levels. An advance moves at 0.2-0.5 sigma per session, a
+contraction's decline or recovery at 0.5-0.9 sigma, so their lengths follow from the size of
+the move:
 
 * ``ADV``  prior advance of +A (15-45 sigma, within 30-120%); volume level +0.15.
-* ``DEC``  a contraction's decline of depth D_k (the first 7-14 sigma, i.e. deeper for volatile
-  stocks); ``REC`` the recovery back near the base high (95-99% of the advance's top; the last
-  one to 96-99% of the last contraction's start, the pivot). Volatility level
-  0.6 x log(D_k / D_1) (floored at 0.6 x log 0.25): the contraction of volatility that names the
-  pattern. Volume level from +0.1 in the first contraction to log(dry-up) from the
-  second-to-last on.
-* ``POST`` after the base: 80 sessions with drift ``post_drift(z)`` (see ``quality``), volatility
-  level +0.15 and volume level 0; whether and when the stock breaks out is left to the noise.
+* ``DEC``  a contraction's decline of depth D_k (the first 5-11 sigma, within 8-35%, i.e.
+  deeper for volatile stocks); ``REC`` the recovery back near the base high (95-99% of the
+  advance's top; the last one to 96-99% of the last contraction's start, the pivot).
+  Volatility level 0.5 x log(D_k / D_1) (floored at 0.5 x log 0.2): the contraction of
+  volatility that names the pattern. Volume level from +0.1 in the first contraction to
+  log(dry-up) from the second-to-last on.
+* ``POST`` after the base: 80 sessions with drift ``post_drift(z)`` (see ``quality``) added to
+  the free legs', volatility level +0.05 and volume level 0; whether and when the stock breaks
+  out is left to the noise.
 * ``BRK``  (partial bases) a breakdown below the first contraction's low; the stock is free after.
 
 Kinds: ``vcp`` (2-6 contractions, each 40-70% as deep as the one before, the last 2.5-6%,
@@ -71,7 +75,6 @@ CONTRACTION_SPEED = (0.50, 0.90)  # |drift| of a planted decline or recovery, x 
 SWING_SPEED = (0.50, 1.00)  # |drift| of a free swing leg, x sigma
 SWING_SHARE = 0.25  # free legs that are swings: 4-15 sessions at SWING_SPEED, either way
 SWING_LEG = (4, 15)
-SPEED_EXP = 0.0  # a contraction leg moves at sigma x exp(SPEED_EXP x its volatility level)
 CALM_SPELL_P = 0.03  # chance that a free leg starts a calm spell
 CALM_SPELL_LEGS = (2, 5)
 CALM_SPELL_VOL = (0.5, 1.6)  # total fall of the volatility level (log)
@@ -188,9 +191,9 @@ def plan_structure(
         return 0.1 + (float(np.log(dryup)) - 0.1) * frac
 
     for k, depth in enumerate(depths):
-        # A calmer contraction also moves slower: its legs' speed follows its volatility.
-        down = _length(rng, np.log1p(-depth), sigma * np.exp(SPEED_EXP * vol_level(k)), 3, 60)
-        up = _length(rng, np.log1p(-depth), sigma * np.exp(SPEED_EXP * vol_level(k + 1)), 3, 60)
+        # Declines and recoveries move at CONTRACTION_SPEED: a shallower one is shorter.
+        down = _length(rng, np.log1p(-depth), sigma, 3, 60)
+        up = _length(rng, np.log1p(-depth), sigma, 3, 60)
         # Volume dries up through the base, most of it in the last contraction; like volatility,
         # the recovery already moves to the next contraction's level (the regimes lag).
         w_t, w_next = volume_level(k), volume_level(k + 1)
