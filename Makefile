@@ -7,7 +7,7 @@ export BENTOML_DO_NOT_TRACK := true
 # One model store under the data folder, for the CLI and `bentoml serve` alike.
 export BENTOML_HOME ?= $(or $(VCP_DATA_DIR),$(CURDIR)/data)/bentoml
 
-.PHONY: setup setup-dev browser demo-data model serve test lint bench train batch loadtest fuzz build containerize clean
+.PHONY: setup setup-dev browser demo-data model serve test lint bench train batch loadtest fuzz fuzz-full build containerize clean
 
 $(VENV)/.runtime: requirements.txt
 	test -x $(PYTHON) || $(PY) -m venv $(VENV)
@@ -72,15 +72,19 @@ containerize: build
 loadtest: setup-dev model
 	$(PYTHON) loadtests/run.py
 
-# Schemathesis against a running server's own spec: `make serve` in another shell, then
-# `make fuzz` (URL=http://localhost:3000). tests/test_fuzz.py runs the same in CI.
+# Schemathesis against a running server's own spec, every check: `make serve` in another
+# shell, then `make fuzz` (URL=http://localhost:3000; KEY=... when VCP_API_KEYS are set, an
+# admin key to reach every route). tests/test_fuzz.py runs the same in CI (50 cases per
+# operation); `make fuzz-full` runs it with 200 on its own server.
 URL ?= http://localhost:$(PORT)
+KEY ?=
 fuzz: setup-dev
-	$(VENV)/bin/schemathesis run $(URL)/openapi.json --url $(URL) --max-examples 50 \
-	  --checks not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance \
-	  --exclude-path /api/v1/score_features --generation-database none
-	$(VENV)/bin/schemathesis run $(URL)/openapi.json --url $(URL) --max-examples 50 \
-	  --checks not_a_server_error --include-path /api/v1/score_features --generation-database none
+	$(VENV)/bin/schemathesis --config-file tests/schemathesis.toml run $(URL)/openapi.json \
+	  --url $(URL) --max-examples 200 --checks all --generation-database none \
+	  $(if $(KEY),--header "X-API-Key: $(KEY)")
+
+fuzz-full: setup-dev
+	FUZZ_EXAMPLES=200 $(PYTHON) -m pytest -s tests/test_fuzz.py
 
 bench: model
 	-command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk) >/dev/null 2>&1

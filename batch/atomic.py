@@ -1,18 +1,21 @@
 """Files that appear whole or not at all: write to a temp file beside the target, then rename.
 
 A `StagedFiles` set is written first (temp files, fsync'ed) and published later with
-`publish()` (one `os.replace` per file); `discard()` removes the temp files. Temp names carry
-the run id, so files left by a killed run are recognised and removed by the next run.
+`publish()` (one `os.replace` per file); `discard()` removes the temp files, and never raises
+(it runs while another error is being reported). Temp names carry the run id, so files left by
+a killed run are recognised and removed by the next run.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import TextIO
 
 TMP_SUFFIX = ".batch-tmp"
+log = logging.getLogger("vcp.batch")
 
 
 def temp_path(target: Path, run_id: str) -> Path:
@@ -59,8 +62,13 @@ class StagedFiles:
         return published
 
     def discard(self) -> None:
+        """Remove the temp files; one that cannot be removed is logged (the next run's
+        clean-up removes it), never raised."""
         for tmp in self.staged.values():
-            tmp.unlink(missing_ok=True)
+            try:
+                tmp.unlink(missing_ok=True)
+            except OSError as exc:
+                log.warning("cannot remove the temp file %s: %s", tmp, exc)
         self.staged.clear()
 
 

@@ -3,6 +3,8 @@ the one table from the errors of the layers below to exit codes."""
 
 from __future__ import annotations
 
+import sqlite3
+
 from inference.errors import (
     DateOutOfRange,
     InferenceError,
@@ -40,6 +42,8 @@ def as_batch_error(exc: BaseException) -> BatchError:
     for cls in type(exc).__mro__:
         if cls in EXIT_CODE:
             return BatchError(str(exc), code=EXIT_CODE[cls])
+    if isinstance(exc, sqlite3.Error):
+        return BatchError(f"writing the predictions database failed: {exc}")
     if isinstance(exc, OSError):
         return BatchError(f"writing the outputs failed: {exc}")
     return BatchError(f"unexpected {type(exc).__name__}: {exc}")

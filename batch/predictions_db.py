@@ -1,10 +1,14 @@
-"""The SQLite predictions database: `daily_predictions` and the `batch_runs` journal.
+"""The SQLite predictions database: `daily_predictions`, the `batch_runs` journal and the
+`pending_files` of committed runs.
 
 A run is journalled in two steps: its `batch_runs` row is inserted as 'running' in a
-transaction of its own, then the predictions and the final status are written in one
-transaction. A run that raises is marked 'failed' with its error; a run that was killed
-outright leaves 'running' behind, which the next run (holding the run lock, so no other run
-can be alive) turns into 'failed' with error 'interrupted'.
+transaction of its own, then the predictions, the final status and the run's staged files
+(`pending_files`: temp file -> final name) are written in one transaction. Only after that
+commit are the files renamed into place and their rows cleared, so a failed commit (a full
+disk) publishes nothing; a crash between the commit and the renames leaves the pending rows,
+which the next run replays first (`replay_pending`). A run that raises is marked 'failed' with
+its error; a run that was killed outright leaves 'running' behind, which the next run (holding
+the run lock, so no other run can be alive) turns into 'failed' with error 'interrupted'.
 
 A re-run for the same date and model replaces that date's rows: upsert on
 (prediction_date, isin, model_version), then rows of that date and model that the new run did
@@ -14,6 +18,7 @@ not score are deleted, so the table always holds exactly one run's list per date
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import sqlite3
 from collections.abc import Iterable, Iterator
@@ -63,7 +68,15 @@ CREATE TABLE IF NOT EXISTS batch_runs (
     finished_at TEXT,
     error TEXT
 );
+CREATE TABLE IF NOT EXISTS pending_files (
+    run_id TEXT NOT NULL,                   -- a committed run whose files are not all renamed
+    tmp TEXT NOT NULL,                      -- the staged temp file
+    target TEXT NOT NULL,                   -- its final name
+    PRIMARY KEY (run_id, target)
+);
 """
+
+log = logging.getLogger("vcp.batch")
 
 PREDICTION_COLUMNS = (
     "prediction_date", "isin", "bse_code", "nse_symbol", "probability", "confidence", "rank",
@@ -148,11 +161,16 @@ class PredictionsDB:
 
     @contextmanager
     def publish(
-        self, run_id: str, prediction_date: str, model_version: str, rows: Iterable[tuple]
+        self, run_id: str, prediction_date: str, model_version: str, rows: Iterable[tuple],
+        fill_up: bool = False,
     ) -> Iterator[sqlite3.Connection]:
         """Upsert the predictions in one open transaction; the caller's block runs inside it
-        (to publish files and set the final status) and the transaction commits after it.
-        Any exception rolls everything back."""
+        (to record the staged files and set the final status) and the transaction commits
+        after it. Any exception rolls everything back, and is the one raised: a rollback
+        that finds the transaction already gone (SQLite ends it itself when a COMMIT fails
+        on a full disk) is not an error of its own. `fill_up` (a test hook) caps the file
+        at its current size and then has the transaction store one more megabyte, so SQLite
+        fails it just before the commit as on a full disk."""
         with self.connect() as con:
             con.execute("BEGIN IMMEDIATE")
             try:
@@ -172,10 +190,45 @@ class PredictionsDB:
                     [prediction_date, model_version, run_id],
                 )
                 yield con
+                if fill_up:
+                    pages = con.execute("PRAGMA page_count").fetchone()[0]
+                    con.execute(f"PRAGMA max_page_count = {int(pages)}")
+                    con.execute("INSERT INTO pending_files VALUES ('fill-up', zeroblob(?), '')",
+                                [2**20])
                 con.execute("COMMIT")
             except BaseException:
-                con.execute("ROLLBACK")
+                _rollback(con)
                 raise
+
+    @staticmethod
+    def add_pending(con: sqlite3.Connection, run_id: str, files: dict[Path, Path]) -> None:
+        """Record the run's staged files (final name -> temp file) inside the publishing
+        transaction: committed with the predictions, renamed after."""
+        con.executemany("INSERT INTO pending_files (run_id, tmp, target) VALUES (?, ?, ?)",
+                        [(run_id, str(tmp), str(target)) for target, tmp in files.items()])
+
+    def clear_pending(self, run_id: str) -> None:
+        with self.connect() as con:
+            con.execute("DELETE FROM pending_files WHERE run_id = ?", [run_id])
+
+    def replay_pending(self) -> list[str]:
+        """Finish committed runs whose files were not all renamed (the process ended between
+        the commit and the renames): rename what is still staged, clear the rows. Call with
+        the run lock held. Returns the run ids finished."""
+        with self.connect() as con:
+            pending = con.execute(
+                "SELECT run_id, tmp, target FROM pending_files ORDER BY rowid").fetchall()
+        runs: list[str] = []
+        for run_id, tmp, target in pending:
+            if os.path.exists(tmp):
+                os.replace(tmp, target)
+                log.warning("published %s of committed run %s (its renames were interrupted)",
+                            target, run_id)
+            if run_id not in runs:
+                runs.append(run_id)
+        for run_id in runs:
+            self.clear_pending(run_id)
+        return runs
 
     @staticmethod
     def finish_run(con: sqlite3.Connection, run_id: str, **fields: Any) -> None:
@@ -219,3 +272,13 @@ class PredictionsDB:
 def _update_run(con: sqlite3.Connection, run_id: str, **fields: Any) -> None:
     sets = ", ".join(f"{k} = ?" for k in fields)
     con.execute(f"UPDATE batch_runs SET {sets} WHERE run_id = ?", [*fields.values(), run_id])
+
+
+def _rollback(con: sqlite3.Connection) -> None:
+    """Roll back what is still open; never raises over the error being handled."""
+    if not con.in_transaction:
+        return
+    try:
+        con.execute("ROLLBACK")
+    except sqlite3.Error as exc:
+        log.warning("rollback failed: %s", exc)

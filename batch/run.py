@@ -8,23 +8,29 @@ Stages (timed, journalled in `batch_runs`), one method of `_Run` each:
 3. features - the 25 features of every stock at D (`inference.snapshot.features_from_panel`,
               the service's own path, over the whole master so RS ranks match the API's);
 4. score    - the rows of active, scoreable stocks through the model runner logic;
-5. write    - CSVs and report to temp files, predictions upserted in one SQLite transaction,
-              then the files renamed into place and the transaction committed.
+5. write    - CSVs and report to temp files, then in one SQLite transaction the predictions
+              upserted, the temp files recorded as pending and the run marked succeeded; only
+              after the commit are the files renamed into place (`batch.predictions_db`).
 
 Who is scored: stocks listed on D by the master's dated status (`market.master.status_reasons`:
 not_listed / delisted / suspended / inactive, checked first; a stock delisted after D was listed
 on D and is scored) whose features can be computed at D (the others go to the skipped file with
 `FeatureResult.reasons`: no_data / stale / insufficient_history).
 
-Failure: nothing is published unless every stage succeeds; the run's `batch_runs` row is
-marked failed with the error. A run killed outright is marked failed ("interrupted") by the next
-run, which also removes its temp files. `BatchConfig.fail_at` (VCP_BATCH_FAIL_AT) `write`
-(raise) or `write-kill` (SIGKILL itself) is a test hook that fires after the temp files and
-rows are written, before anything is renamed or committed.
+Failure: nothing is published unless every stage succeeds and the commit with it (a full
+disk fails the commit: no file moves); the run's `batch_runs` row is marked failed with the
+error, and cleaning up after it never raises over that error. A run killed outright is marked
+failed ("interrupted") by the next run, which also removes its temp files; a run that ended
+between its commit and its renames is finished by the next run (the pending renames are
+replayed first). `BatchConfig.fail_at` (VCP_BATCH_FAIL_AT) is a test hook: `write` (raise) or
+`write-kill` (SIGKILL itself) fire after the temp files and rows are written, before the
+commit; `publish-kill` after the commit, before the renames; `db-full` makes the database
+refuse to grow, as a full disk does.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import sqlite3
@@ -57,6 +63,7 @@ from market.master import status_reasons
 from market.store import MarketStore, Panel
 
 Progress = Callable[..., None]
+log = logging.getLogger("vcp.batch")
 
 
 @dataclass
@@ -69,7 +76,7 @@ class BatchConfig:
     model_version: str | None = None  # default: the active model
     chunk_size: int = DEFAULT_CHUNK
     api_key: str | None = None
-    fail_at: str | None = None  # test hook: "write" or "write-kill" (see the module doc)
+    fail_at: str | None = None  # test hook: "write", "write-kill", ... (see the module doc)
     floors: Floors = field(default_factory=Floors)  # the tradeable universe
     charts: int = 25  # setups (and up to as many near-setups) drawn in the HTML report
 
@@ -153,6 +160,7 @@ def run_batch(cfg: BatchConfig, progress: Progress | None = None) -> BatchResult
 
 
 def _journalled(cfg: BatchConfig, db: PredictionsDB, progress: Progress | None) -> BatchResult:
+    db.replay_pending()
     dead = db.reap_interrupted()
     remove_leftovers(cfg.out_dir, dead)
     run_id = new_run_id()
@@ -161,18 +169,32 @@ def _journalled(cfg: BatchConfig, db: PredictionsDB, progress: Progress | None) 
                  market_db=str(cfg.market_db), out_dir=str(cfg.out_dir))
     run = _Run(cfg, db, run_id, _Stopwatch(progress), StagedFiles(cfg.out_dir, run_id))
     try:
-        return run.execute()
+        result = run.execute()
     except BaseException as exc:
+        err = (BatchError("interrupted (Ctrl-C)", code=130) if isinstance(exc, KeyboardInterrupt)
+               else as_batch_error(exc))
         run.staged.discard()
-        if isinstance(exc, KeyboardInterrupt):
-            err = BatchError("interrupted (Ctrl-C)", code=130)
-        else:
-            err = as_batch_error(exc)
-        db.fail_run(run_id, str(err),
-                    **{f"seconds_{k}": v for k, v in run.watch.timings.items()})
-        if isinstance(exc, KeyboardInterrupt) or err is exc:
+        journalled = _journal_failure(db, run, str(err))
+        if isinstance(exc, KeyboardInterrupt) or (err is exc and journalled):
             raise
+        if not journalled:
+            err = BatchError(f"{err} (and the run could not be marked failed in {db.path}; "
+                             "the next run marks it interrupted)", code=err.code)
         raise err from exc
+    run.fail_hook("publish")
+    run.publish_files()
+    return result
+
+
+def _journal_failure(db: PredictionsDB, run: _Run, error: str) -> bool:
+    """Mark the run failed with `error`; False (logged) when even that cannot be written."""
+    try:
+        db.fail_run(run.run_id, error,
+                    **{f"seconds_{k}": v for k, v in run.watch.timings.items()})
+    except (sqlite3.Error, OSError) as exc:
+        log.error("cannot mark run %s failed in %s: %s", run.run_id, db.path, exc)
+        return False
+    return True
 
 
 @dataclass
@@ -382,7 +404,8 @@ class _Run:
 
     def publish(self, market: MarketDay, universe: Universe, model: ModelInfo,
                 scores: Scores) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Path]]:
-        """Stage the files, upsert the rows, then rename and commit (see the module doc)."""
+        """Stage the files, then upsert the rows, record the staged files and mark the run
+        succeeded in one transaction (see the module doc); `publish_files` renames them."""
         started = time.perf_counter()
         created_at = now_utc()
         day = market.day
@@ -404,7 +427,8 @@ class _Run:
         rows = database_rows(pred, self.run_id, created_at)
         model_meta = {"version": scores.model_version, "data_source": model.data_source,
                       "thresholds": model.thresholds}
-        with self.db.publish(self.run_id, day, scores.model_version, rows) as con:
+        with self.db.publish(self.run_id, day, scores.model_version, rows,
+                             fill_up=self.cfg.fail_at == "db-full") as con:
             timings = {**self.watch.timings,
                        "write (CSVs + database rows)": time.perf_counter() - started}
             text = render_report(
@@ -416,7 +440,7 @@ class _Run:
             )
             files["report"] = self.staged.write(f"report_{day}.txt", lambda fh: fh.write(text))
             self.fail_hook("write")
-            self.staged.publish()
+            self.db.add_pending(con, self.run_id, self.staged.staged)
             final = {**self.watch.timings, "write": time.perf_counter() - started}
             self.db.finish_run(
                 con, self.run_id, prediction_date=day, model_version=scores.model_version,
@@ -425,6 +449,17 @@ class _Run:
                 **{f"seconds_{k}": v for k, v in final.items()},
             )
         return pred, skipped, files
+
+    def publish_files(self) -> None:
+        """Rename the staged files into place, after the commit (a process that ends before
+        this is done leaves them to the next run's replay)."""
+        try:
+            self.staged.publish()
+        except OSError as exc:
+            raise BatchError(
+                f"run {self.run_id} is committed to {self.db.path}, but moving its files into "
+                f"{self.cfg.out_dir} failed: {exc}; the next run moves them") from None
+        self.db.clear_pending(self.run_id)
 
     def html_report(self, market: MarketDay, universe: Universe, pred: pd.DataFrame,
                     near: pd.DataFrame, model: ModelInfo, scores: Scores,

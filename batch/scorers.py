@@ -18,7 +18,7 @@ import numpy as np
 
 from batch.errors import BatchError
 from inference import DEFAULT_BATCH_ROWS
-from inference.errors import scoring_error
+from inference.errors import ModelLoadError, UnknownModelVersion, scoring_error
 from inference.registry import LoadedModel
 from inference.scoring import ScoringCore
 
@@ -50,8 +50,20 @@ class InProcessScorer:
 
     def prepare(self) -> ModelInfo:
         """Load the model now, so a missing model fails before any data is read (the
-        registry's typed errors go up to the batch's exit-code table)."""
-        self.model = self.core.registry.get(self.version)
+        registry's typed errors go up to the batch's exit-code table). Without a pinned
+        version it is the active one (the newest when none was promoted) and nothing else:
+        when it does not load the run fails, where the service falls back to another."""
+        if self.version is not None:
+            self.model = self.core.registry.get(self.version)
+        else:
+            active = self.core.registry.active_version()
+            try:
+                self.model = self.core.registry.get(active)
+            except (ModelLoadError, UnknownModelVersion) as exc:
+                raise BatchError(
+                    f"the active model {active} cannot be used: {exc}. Promote a working "
+                    "version (`python -m vcp models promote VERSION`) or name one with "
+                    "--model") from None
         meta = self.model.metadata
         return ModelInfo(self.model.version, meta.get("data_source"), meta.get("thresholds"))
 

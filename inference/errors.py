@@ -27,6 +27,16 @@ class MarketDataLoading(InferenceError):
     """The market snapshot is not loaded yet."""
 
 
+class MarketStoreUnavailable(InferenceError):
+    """The market store cannot be read right now (missing, locked by a writer, damaged):
+    what is in memory is still served; a date that needs the store is retryable."""
+
+
+class DatesBusy(InferenceError):
+    """As many uncached dates as allowed are being computed, and this one waited its turn
+    too long: retryable."""
+
+
 class DateOutOfRange(InferenceError):
     """The requested date is outside the stored sessions."""
 

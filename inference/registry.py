@@ -10,6 +10,7 @@ itself degraded.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -23,6 +24,8 @@ from features import FEATURES
 from inference.errors import ModelLoadError, ModelUnavailable, UnknownModelVersion
 from training_artifacts import model_store
 from training_artifacts.artifact import ArtifactError, ModelArtifact, read_artifact
+
+log = logging.getLogger("vcp.registry")
 
 
 @dataclass
@@ -61,13 +64,18 @@ class ModelRegistry:
     def _load(self, version: str) -> LoadedModel:
         try:
             model = model_store.get_model(version)
+        except model_store.UnreadableModel as exc:
+            raise ModelLoadError(str(exc)) from None
         except model_store.ModelStoreError as exc:
             raise UnknownModelVersion(str(exc)) from None
         metadata = model_store.metadata_of(model)
         try:
             artifact = read_artifact(Path(model.path), metadata, FEATURES)
         except ArtifactError as exc:
-            raise ModelLoadError(f"model {version} cannot be loaded: {exc}") from exc
+            # The log keeps the file paths and the library's own text; users get the kind.
+            log.warning("model %s cannot be loaded: %s", version, exc)
+            raise ModelLoadError(f"model {version} cannot be loaded: "
+                                 f"{model_store.load_failure(exc)}") from None
         return LoadedModel(model_store.version_of(model), artifact, metadata)
 
     def get(self, version: str | None = None) -> LoadedModel:
@@ -146,31 +154,46 @@ class ModelRegistry:
                 return self._active
             self._pointer_state = signature
             wanted = model_store.read_active()
-            candidates = [wanted] if wanted else []
-            if not candidates:
-                candidates = [model_store.version_of(m) for m in model_store.list_models()]
-            self._switch(candidates)
+            # A valid pointer loads its one version; the store is listed only without one
+            # (the newest version that loads is served) or when it names a version that does
+            # not load while nothing is served yet (the newest that loads, until it is fixed).
+            if wanted is None or (not self._switch_to(wanted) and self._active is None):
+                for version in self._stored_versions():
+                    if version != wanted and self._switch_to(version):
+                        break
             return self._active
         finally:
             self._refresh_lock.release()
 
-    def _switch(self, candidates: list[str]) -> None:
-        """Serve the first candidate that loads; while nothing is served yet, any stored
-        version will do, newest first. A failed load never replaces a working model."""
-        if self._active is None:
-            stored = [model_store.version_of(m) for m in model_store.list_models()]
-            candidates = candidates + [v for v in stored if v not in candidates]
-        for version in candidates:
-            if version == self._active:
-                return
-            try:
-                self.get(version)
-            except (ModelLoadError, UnknownModelVersion) as exc:
-                self.failures[version] = str(exc)
-                continue
-            self._active = version
-            self._on_event("switch", version)
-            return
+    @staticmethod
+    def _stored_versions() -> list[str]:
+        return [model_store.version_of(m) for m in model_store.list_models()]
+
+    def _switch_to(self, version: str) -> bool:
+        """Serve `version` if it loads (True); a failed load never replaces a working
+        model (False, the reason kept in `failures`)."""
+        if version == self._active:
+            return True
+        try:
+            self.get(version)
+        except (ModelLoadError, UnknownModelVersion) as exc:
+            self.failures[version] = str(exc)
+            return False
+        self._active = version
+        self._on_event("switch", version)
+        return True
+
+    @staticmethod
+    def active_version() -> str:
+        """The version the active pointer names, else the newest readable one (whether it
+        loads is not checked here)."""
+        wanted = model_store.read_active()
+        if wanted:
+            return wanted
+        models = model_store.list_models()
+        if not models:
+            raise ModelUnavailable("no model can be served: train one with `python -m vcp train`")
+        return model_store.version_of(models[0])
 
     # -- reporting ---------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
@@ -181,11 +204,16 @@ class ModelRegistry:
             degraded.append(
                 f"active pointer names {wanted} but serving {self._active}: {reason}"
             )
+        unreadable = model_store.scan().unreadable
+        for folder in unreadable:
+            degraded.append(f"model_store_unreadable_version: {folder} (skipped; see "
+                            "`models list`)")
         return {
             "active": self._active,
             "wanted": wanted,
             "cached": list(self._cache),
             "degraded": degraded,
             "failures": dict(self.failures),
+            "unreadable": dict(unreadable),
             "stats": vars(self.stats).copy(),
         }

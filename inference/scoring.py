@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated, Any
 
 import numpy as np
@@ -10,15 +11,18 @@ from pydantic import BaseModel, Field
 from features import FEATURES
 from inference.errors import InferenceError
 from inference.registry import ModelRegistry
+from training_artifacts import model_store
 from training_artifacts.artifact import MODEL_NAME
 
-# A model version as a BentoML tag accepts it (1-63 letters, digits or `._-`, alphanumeric at both
-# ends), optionally prefixed by the model name: anything else is a 422, not a store error.
-MODEL_VERSION_PATTERN = r"^(vcp_breakout:)?[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?$"
+log = logging.getLogger("vcp.scoring")
+
+# A model version as a BentoML tag accepts it: anything else is a 422, not a store error.
+MODEL_VERSION_PATTERN = model_store.VERSION_PATTERN
 
 # xgboost reads features as float32: a value beyond its range (or inf) would fail the whole
-# micro-batch, other callers' rows included, so it is refused at the boundary (400).
-FeatureValue = Annotated[float, Field(ge=-1e38, le=1e38, allow_inf_nan=False)]
+# micro-batch, other callers' rows included, so it is refused at the boundary (400). Strict:
+# a JSON number or null, never true/false or a numeric string.
+FeatureValue = Annotated[float, Field(ge=-1e38, le=1e38, allow_inf_nan=False, strict=True)]
 
 
 class ScoreRow(BaseModel):
@@ -98,7 +102,9 @@ class ScoringCore:
         try:
             self.registry.refresh()
         except Exception as exc:  # the store itself unreadable: report, do not crash
-            return {"active": None, "degraded": [f"model store unreadable: {exc}"],
+            log.warning("model store unreadable: %r", exc)
+            return {"active": None,
+                    "degraded": [f"model store unreadable ({type(exc).__name__})"],
                     "cached": [], "failures": {}, "stats": {}}
         status = self.registry.status()
         status["model_name"] = MODEL_NAME

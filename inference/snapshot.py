@@ -5,26 +5,47 @@ The latest 400 sessions are read at start-up and the features of every stock at 
 date computed once, so a default-date predict is a dictionary lookup. A newer store (after an
 ingest) is noticed by its `updated_at` metadata on `maybe_refresh()` (called on a timer and on
 reload) and swapped in whole, so readers never see half of two snapshots.
+
+Other dates are kept within `cache_bytes` (their arrays and Python objects, measured once per
+date; least recently used first out, the latest date never). At most `concurrency` requests
+compute a date at once (`slots`), besides the warming of the recent sessions at start-up; each
+computation reads a 400-session panel (about 180 MB on the full market), and the memory it
+freed is handed back to the system after it. `computing` holds the dates being computed, so
+a request for one of them can wait for it. When the store cannot be read
+(deleted, locked by a writer, damaged) what is in memory is still served, a date that needs
+the store raises MarketStoreUnavailable, and `store_problem()` says why until a read works.
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import dataclasses
+import logging
+import os
+import sys
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
+import duckdb
 import numpy as np
 
 from features import FEATURES, FeatureResult, compute_features_at
 from features.indicators import ffill
 from features.universe import Floors, median_traded_value_at, tradeable
 from features.vector import HISTORY_WINDOW
-from inference.errors import MarketDataLoading, NoPriceData
+from inference.errors import MarketDataLoading, MarketStoreUnavailable, NoPriceData
 from inference.sessions import Session, day, resolve_session
 from market.master import Stock, StockMaster
-from market.store import MarketStore, Panel
+from market.store import MarketStore, Panel, StoreError
+
+log = logging.getLogger("vcp.snapshot")
+
+# What reading the store raises when it is missing, locked or damaged.
+STORE_ERRORS = (StoreError, duckdb.Error, OSError)
 
 
 @dataclass
@@ -95,18 +116,68 @@ def features_from_panel(panel: Panel, floors: Floors | None = None) -> DateFeatu
     )
 
 
+def footprint(obj: Any, _seen: set[int] | None = None) -> int:
+    """Bytes held by `obj` and what it references: numpy buffers (a view counts its base
+    once), dataclasses, containers and their items; shared objects are counted once."""
+    seen = set() if _seen is None else _seen
+    if id(obj) in seen:
+        return 0
+    seen.add(id(obj))
+    if isinstance(obj, np.ndarray):
+        base = obj
+        while isinstance(base.base, np.ndarray):
+            base = base.base
+        size = sys.getsizeof(obj)  # the data too when the array owns it
+        if base is not obj:
+            return size + footprint(base, seen)
+        if obj.dtype == object:
+            size += sum(footprint(x, seen) for x in obj.flat)
+        return size
+    size = sys.getsizeof(obj)
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        size += sum(footprint(getattr(obj, f.name), seen) for f in dataclasses.fields(obj))
+    elif isinstance(obj, dict):
+        size += sum(footprint(k, seen) + footprint(v, seen) for k, v in obj.items())
+    elif isinstance(obj, list | tuple | set | frozenset):
+        size += sum(footprint(x, seen) for x in obj)
+    return size
+
+
+def store_problem(exc: BaseException) -> str:
+    """What is wrong with the store, for users: no paths, no library internals."""
+    text = str(exc).lower()
+    if isinstance(exc, StoreError) and "does not exist" in text:
+        return "the market store file is missing"
+    if "lock" in text or "resource temporarily unavailable" in text:
+        return "the market store is locked by another process (an ingest?)"
+    return f"the market store cannot be read ({type(exc).__name__})"
+
+
+def release_freed_memory() -> None:
+    """Hand the heap memory freed by a computation back to the system (glibc keeps it in the
+    thread's arena otherwise, and a worker's resident size only grows)."""
+    with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to do
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
 class MarketSnapshot:
-    def __init__(self, store: MarketStore, cache_dates: int = 16, floors: Floors | None = None):
+    def __init__(self, store: MarketStore, cache_bytes: float = 512 * 2**20,
+                 concurrency: int = 1, floors: Floors | None = None):
         self.store = store
-        self.cache_dates = cache_dates
+        self.cache_bytes = cache_bytes
+        self.concurrency = concurrency
+        self.slots = threading.BoundedSemaphore(concurrency)  # dates computed at once
         self.floors = floors or Floors()
         self._lock = threading.Lock()
         self._date_locks: dict[date, threading.Lock] = {}
         self._cache: OrderedDict[date, DateFeatures] = OrderedDict()
+        self._sizes: dict[date, int] = {}
         self.master: StockMaster | None = None
         self.latest: DateFeatures | None = None
         self.calendar: np.ndarray = np.array([], dtype="datetime64[D]")
         self.meta: dict[str, str] = {}
+        self._store_error: str | None = None
+        self.computing: set[date] = set()  # dates being computed now
 
     # -- loading -----------------------------------------------------------------------------
     def load(self) -> None:
@@ -118,17 +189,41 @@ class MarketSnapshot:
         with self._lock:
             self.meta, self.master, self.calendar, self.latest = meta, master, calendar, latest
             self._cache = OrderedDict({latest.as_of: latest})
+            self._sizes = {}
+        self._store_error = None
 
     def maybe_refresh(self) -> bool:
-        """Reload when the store changed since the last load; True when it did."""
+        """Reload when the store changed since the last load; True when it did. A store that
+        cannot be read keeps the previous snapshot (and is reported by `store_problem`)."""
         try:
             updated = self.store.get_meta().get("updated_at")
-        except Exception:  # a store being replaced: try again on the next tick
+        except STORE_ERRORS as exc:  # a store being replaced, locked or gone
+            self._failed(exc)
             return False
+        self._store_error = None
         if updated == self.meta.get("updated_at"):
             return False
-        self.load()
+        try:
+            self.load()
+        except STORE_ERRORS as exc:
+            self._failed(exc)
+            return False
         return True
+
+    def _failed(self, exc: BaseException) -> str:
+        problem = store_problem(exc)
+        if problem != self._store_error:
+            log.warning("market store %s: %s (%r); serving what is in memory",
+                        self.store.path, problem, exc)
+        self._store_error = problem
+        return problem
+
+    def store_problem(self) -> str | None:
+        """Why the store cannot be read now (None: it could be at the last try and is
+        still there)."""
+        if not os.path.exists(self.store.path):
+            return "the market store file is missing"
+        return self._store_error
 
     @property
     def ready(self) -> bool:
@@ -145,30 +240,77 @@ class MarketSnapshot:
             raise MarketDataLoading("market data is still loading")
         return resolve_session(self.calendar, wanted)
 
-    def at(self, as_of: date) -> DateFeatures:
-        """Features of every stock at the session `as_of` (computed once, then cached)."""
+    def cached(self, as_of: date) -> DateFeatures | None:
+        """The features at `as_of` when they are in memory (no computation)."""
         with self._lock:
             hit = self._cache.get(as_of)
             if hit is not None:
                 self._cache.move_to_end(as_of)
-                return hit
+            return hit
+
+    @property
+    def cache_nbytes(self) -> int:
+        """Bytes held by the cached dates other than the latest."""
+        return sum(self._sizes.values())
+
+    @property
+    def cached_dates(self) -> int:
+        return len(self._cache)
+
+    def at(self, as_of: date) -> DateFeatures:
+        """Features of every stock at the session `as_of` (computed once, then cached)."""
+        hit = self.cached(as_of)
+        if hit is not None:
+            return hit
+        with self._lock:
             date_lock = self._date_locks.setdefault(as_of, threading.Lock())
         with date_lock:  # one computation per date, however many requests wait for it
             with self._lock:
                 hit = self._cache.get(as_of)
             if hit is not None:
                 return hit
-            computed = features_from_panel(self.store.load_panel(as_of, HISTORY_WINDOW),
-                                           self.floors)
+            self.computing.add(as_of)
+            try:
+                computed = self._compute(as_of)
+            finally:
+                self.computing.discard(as_of)
+            self._keep(computed)
             with self._lock:
-                self._cache[as_of] = computed
-                latest = self.latest.as_of if self.latest is not None else None
-                while len(self._cache) > self.cache_dates:  # evict LRU, never the latest date
-                    del self._cache[next(d for d in self._cache if d != latest)]
                 self._date_locks.pop(as_of, None)
             return computed
 
+    def _compute(self, as_of: date) -> DateFeatures:
+        try:
+            panel = self.store.load_panel(as_of, HISTORY_WINDOW)
+        except STORE_ERRORS as exc:
+            problem = self._failed(exc)
+            raise MarketStoreUnavailable(
+                f"{problem}: {as_of} is not in memory and cannot be read now; retry "
+                "shortly (the latest session is still served)") from None
+        self._store_error = None
+        computed = features_from_panel(panel, self.floors)
+        del panel
+        release_freed_memory()
+        return computed
+
+    def _keep(self, computed: DateFeatures) -> None:
+        """Cache `computed` within the byte budget, evicting least recently used dates (never
+        the latest); a date larger than the whole budget is served but not kept."""
+        size = footprint(computed)
+        with self._lock:
+            latest = self.latest.as_of if self.latest is not None else None
+            if computed.as_of == latest or size > self.cache_bytes:
+                return
+            self._cache[computed.as_of] = computed
+            self._sizes[computed.as_of] = size
+            while self.cache_nbytes > self.cache_bytes:
+                victim = next(d for d in self._cache if d != latest)
+                del self._cache[victim]
+                self._sizes.pop(victim, None)
+
     def warm(self, sessions: int) -> None:
-        """Precompute the most recent sessions (run in the background after start-up)."""
+        """Precompute the most recent sessions (run in the background after start-up), one
+        at a time. Outside the slots: so the service is ready at once and requests are not
+        refused for warming's sake (a request for a date being warmed waits for it)."""
         for d in self.calendar[-sessions - 1:-1][::-1]:
             self.at(day(d))

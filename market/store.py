@@ -87,8 +87,11 @@ def _is_lock_error(exc: Exception) -> bool:
 
 
 class MarketStore:
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, lock_wait: float = LOCK_RETRY_SECONDS):
+        """`lock_wait`: seconds to keep retrying while a writer holds the lock (a server
+        answering requests waits less than a command line tool)."""
         self.path = Path(path)
+        self.lock_wait = lock_wait
 
     # -- connections -------------------------------------------------------------------------
     @contextmanager
@@ -100,7 +103,7 @@ class MarketStore:
             )
         if not read_only:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-        deadline = time.monotonic() + LOCK_RETRY_SECONDS
+        deadline = time.monotonic() + self.lock_wait
         delay = 0.02
         while True:
             try:

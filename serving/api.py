@@ -12,6 +12,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import date
 from typing import Annotated, Any, Protocol
 
@@ -21,7 +22,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from starlette.exceptions import HTTPException
 
-from inference.errors import ModelLoadError, NoPriceData, scoring_error
+from features import FEATURES
+from inference.errors import DatesBusy, ModelLoadError, NoPriceData, scoring_error
 from inference.scoring import ScoreResult, ScoreRow
 from inference.sessions import Session, weekdays_since
 from inference.snapshot import DateFeatures, MarketSnapshot
@@ -34,7 +36,9 @@ from serving.errors import (
     ApiError,
     InvalidRequest,
     RunnerUnavailable,
+    error_headers,
     message_of,
+    public_text,
     status_of,
 )
 from serving.schemas import (
@@ -56,6 +60,8 @@ from training_artifacts.artifact import MODEL_NAME
 
 log = logging.getLogger("vcp.api")
 
+# How often a request waiting for a date computation slot looks for a free one.
+SLOT_POLL_SECONDS = 0.05
 # What one stock of a batch can fail with, without failing the others.
 STOCK_ERRORS = (InvalidRequest, StockLookupError, NoPriceData)
 
@@ -104,25 +110,31 @@ class ApiBackend:
 
     `stale_after_sessions`: health is degraded (stale_data) when more weekdays than this have
     passed since the newest session of a real-data store; `today` is the clock it reads.
+    A date not in memory is computed (about a second of CPU on the full market) on a thread
+    of its own, in one of the snapshot's computation slots; a request that finds them all
+    taken waits up to `date_wait_seconds` for one, then gets 503 with Retry-After.
     """
 
     def __init__(self, snapshot: MarketSnapshot, runner: Runner, *, stale_after_sessions: int,
-                 today: Callable[[], date] = date.today):
+                 today: Callable[[], date] = date.today, date_wait_seconds: float = 2.0):
         self.snapshot = snapshot
         self.runner = runner
         self.stale_after_sessions = stale_after_sessions
         self.today = today
         self.stats = RequestStats()
+        self.date_wait_seconds = date_wait_seconds
+        self._date_pool = ThreadPoolExecutor(snapshot.concurrency, thread_name_prefix="vcp-date")
         self.charts = ChartCache()
 
     # -- helpers -----------------------------------------------------------------------------
-    def locate(self, ref: StockRef, at: DateFeatures) -> tuple[Stock, int]:
+    def lookup(self, ref: StockRef) -> Stock:
+        """The stock `ref` names: looked up before any date is computed, so an unknown one
+        costs a dictionary lookup, never a feature pass."""
         if not (ref.isin or ref.bse_code or ref.nse_symbol):
             raise InvalidRequest("give isin, bse_code or nse_symbol")
         master = self.snapshot.master
-        assert master is not None  # loaded with the features `at` comes from
-        stock = master.lookup(isin=ref.isin, bse_code=ref.bse_code, nse_symbol=ref.nse_symbol)
-        return stock, at.price_row(stock)
+        assert master is not None  # loaded with the latest features (resolve checked)
+        return master.lookup(isin=ref.isin, bse_code=ref.bse_code, nse_symbol=ref.nse_symbol)
 
     @staticmethod
     def score_row(at: DateFeatures, row: int, version: str | None) -> ScoreRow:
@@ -179,19 +191,48 @@ class ApiBackend:
         explanation.pop("model_version", None)
         return explanation
 
-    async def _features(self, wanted: date | None) -> tuple[Session, DateFeatures]:
-        session = self.snapshot.resolve(wanted)
+    async def _features(self, session: Session) -> DateFeatures:
         latest = self.snapshot.latest
         if latest is not None and session.as_of == latest.as_of:
-            return session, latest
-        # Another date may need a panel read and a feature pass: keep the event loop free.
-        return session, await asyncio.to_thread(self.snapshot.at, session.as_of)
+            return latest
+        hit = self.snapshot.cached(session.as_of)
+        if hit is not None:
+            return hit
+        return await self._compute(session.as_of)
+
+    async def _compute(self, as_of: date) -> DateFeatures:
+        """A date not in memory: a panel read and a feature pass, off the event loop, in a
+        computation slot; the requests waiting for one wait here, never in a thread. A
+        request for a date already being computed waits for that computation instead."""
+        snap, slots = self.snapshot, self.snapshot.slots
+        deadline = time.monotonic() + self.date_wait_seconds
+        while True:
+            hit = snap.cached(as_of)
+            if hit is not None:
+                return hit
+            if as_of in snap.computing:
+                deadline = time.monotonic() + self.date_wait_seconds  # its turn has come
+            elif slots.acquire(blocking=False):
+                break
+            elif time.monotonic() >= deadline:
+                raise DatesBusy(
+                    f"{as_of} is not in memory and the server is computing as many other "
+                    f"dates as it allows ({snap.concurrency}); retry in a few seconds")
+            await asyncio.sleep(SLOT_POLL_SECONDS)
+        try:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self._date_pool, self.snapshot.at, as_of)
+        finally:
+            slots.release()
+            metrics.date_cache(self.snapshot.cache_nbytes, self.snapshot.cached_dates)
 
     # -- routes ------------------------------------------------------------------------------
     async def predict(self, req: PredictRequest) -> dict[str, Any]:
         started = time.perf_counter()
-        session, at = await self._features(req.prediction_date)
-        stock, row = self.locate(req, at)
+        session = self.snapshot.resolve(req.prediction_date)
+        stock = self.lookup(req)
+        at = await self._features(session)
+        row = at.price_row(stock)
         metrics.feature_seconds(time.perf_counter() - started)
         if not at.candidate(row):  # no setup: nothing for the model to score
             metrics.prediction("NONE")
@@ -206,11 +247,9 @@ class ApiBackend:
         return self.build_response(stock, session, at, row, scored, req, explanation, started)
 
     async def batch_predict(self, req: BatchPredictRequest) -> dict[str, Any]:
-        started = time.perf_counter()
-        if not 1 <= len(req.stocks) <= MAX_BATCH:
-            raise InvalidRequest(f"stocks must hold 1 to {MAX_BATCH} entries, got "
-                                 f"{len(req.stocks)}")
-        session, at = await self._features(req.prediction_date)
+        started = time.perf_counter()  # 1 to MAX_BATCH stocks: the schema's limits
+        session = self.snapshot.resolve(req.prediction_date)
+        found: list[tuple[int, StockRef, Stock]] = []
         located: list[tuple[int, Stock, int]] = []
         errors: list[dict[str, Any]] = []
 
@@ -221,11 +260,16 @@ class ApiBackend:
 
         for i, ref in enumerate(req.stocks):
             try:
-                stock, row = self.locate(ref, at)
+                found.append((i, ref, self.lookup(ref)))
             except STOCK_ERRORS as exc:
                 failed(i, ref, exc)
-                continue
-            located.append((i, stock, row))
+        if found:  # the date is computed only for stocks that exist
+            at = await self._features(session)
+            for i, ref, stock in found:
+                try:
+                    located.append((i, stock, at.price_row(stock)))
+                except STOCK_ERRORS as exc:
+                    failed(i, ref, exc)
         answers: dict[int, dict[str, Any]] = {}
         version = None
         to_score = [(i, stock, row) for i, stock, row in located if at.candidate(row)]
@@ -256,8 +300,10 @@ class ApiBackend:
     async def chart(self, ref: StockRef, wanted: date | None) -> bytes:
         """The stock's setup chart at the session (a setup's title carries its probability,
         hence the model version in the cache key)."""
-        session, at = await self._features(wanted)
-        stock, row = self.locate(ref, at)
+        session = self.snapshot.resolve(wanted)
+        stock = self.lookup(ref)
+        at = await self._features(session)
+        row = at.price_row(stock)
         scored = None
         if at.candidate(row):
             scored = (await self.run_score([self.score_row(at, row, None)]))[0]
@@ -287,12 +333,17 @@ class ApiBackend:
         try:
             status = await self.runner.status()
         except Exception as exc:  # runner down: the service cannot score
-            status = {"active": None, "degraded": [f"model runner unreachable: {exc}"]}
-        reasons += status.get("degraded") or []
+            log.warning("health: model runner unreachable: %r", exc)
+            status = {"active": None,
+                      "degraded": [f"model runner unreachable ({type(exc).__name__})"]}
+        reasons += [public_text(r) for r in status.get("degraded") or []]
         snap = self.snapshot
         latest = snap.latest
         if latest is None:
             reasons.append("market data not loaded")
+        problem = snap.store_problem()
+        if problem:
+            reasons.append(f"market_store_unavailable: {problem}; serving the data in memory")
         stale = self.stale_data()
         if stale:
             reasons.append(stale)
@@ -315,21 +366,39 @@ class ApiBackend:
         status = await self._runner("status")
         cached = set(status.get("cached") or [])
         active = status.get("active")
+        scan = await asyncio.to_thread(model_store.scan)
         rows = []
-        for m in model_store.list_models():
+        for m in scan.models:
             s = model_store.summary(m)
             rows.append({**s, "active": s["version"] == active, "cached": s["version"] in cached})
-        return {"active": active, "models": rows}
+        unreadable = [{"version": v, "error": public_text(e)} for v, e in scan.unreadable.items()]
+        return {"active": active, "models": rows, "unreadable": unreadable}
 
     async def reload(self, req: ReloadRequest) -> dict[str, Any]:
         previous = (await self._runner("status")).get("active")
         if req.version:
-            await asyncio.to_thread(model_store.promote, req.version)
-        after = await self._runner("reload")
-        if req.version and after.get("active") != model_store.read_active():
-            reason = (after.get("failures") or {}).get(model_store.read_active(), "")
-            raise ModelLoadError(f"model {req.version} could not be loaded; still serving "
-                                 f"{after.get('active')}" + (f": {reason}" if reason else ""))
+            # The runner loads the version first (a row of missing features scored with it):
+            # one that does not load is refused before the pointer moves, so the pointer
+            # stays on the last good version.
+            probe = (await self.run_score([ScoreRow(features=[None] * len(FEATURES),
+                                                    model_version=req.version)]))[0]
+            if probe.error:
+                error = scoring_error(probe.error_kind, probe.error)
+                if isinstance(error, ModelLoadError):
+                    raise ModelLoadError(f"model {req.version} could not be loaded; still "
+                                         f"serving {previous}: {probe.error}")
+                raise error
+            pointer = model_store.read_active()
+            version = await asyncio.to_thread(model_store.promote, req.version, False)
+            after = await self._runner("reload")
+            if after.get("active") != version:
+                if pointer:  # back to the last good version
+                    await asyncio.to_thread(model_store.write_active, pointer)
+                reason = (after.get("failures") or {}).get(version, "")
+                raise ModelLoadError(f"model {req.version} could not be loaded; still serving "
+                                     f"{after.get('active')}" + (f": {reason}" if reason else ""))
+        else:
+            after = await self._runner("reload")
         await asyncio.to_thread(self.snapshot.maybe_refresh)
         metrics.set_active_model(after.get("active"))
         latest = self.snapshot.latest
@@ -350,7 +419,7 @@ def build_app(get_backend: Callable[[], ApiBackend]) -> FastAPI:
         body: dict[str, Any] = {"error": message_of(exc)}
         if isinstance(exc, ApiError) and exc.detail is not None:
             body["detail"] = exc.detail
-        return JSONResponse(body, status_code=status_of(exc))
+        return JSONResponse(body, status_code=status_of(exc), headers=error_headers(exc))
 
     for error_type in STATUS:
         app.add_exception_handler(error_type, _typed_error)

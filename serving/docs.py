@@ -108,15 +108,17 @@ daily batch's report prints them.
 When the server has API keys (`VCP_API_KEYS`), every `/api/v1/*` call needs the header
 `X-API-Key: <key>`: without it the answer is 401. `POST /api/v1/models/reload` needs an admin
 key (`VCP_ADMIN_KEYS`; 403 otherwise). With no keys configured the API is open (the server
-logs a warning). Each key is rate limited (429 with `Retry-After`). These pages, `/livez`,
-`/readyz` and `/metrics` need no key.
+logs a warning). Each key is rate limited (429 with `Retry-After`), and so is an address that
+sends wrong keys again and again. These pages, `/livez` and `/readyz` need no key; `/metrics`
+needs `Authorization: Bearer <key>` when the server has a metrics key (`VCP_METRICS_KEY`).
 
 ## Stocks, dates and errors
 
 Name a stock by `isin`, `bse_code` (6 digits) or `nse_symbol`. `prediction_date` defaults to
 the newest session; a weekend or holiday maps to the session before it (`note` says so).
-Errors are `{{"error": "..."}}`: 404 unknown stock or model version, 422 a request the API
-cannot serve, 503 retry later.
+Errors are `{{"error": "..."}}`: 404 unknown stock or model version, 413 a body larger than the
+route accepts, 422 a request the API cannot serve, 429 too many requests, 503 retry later
+(after `Retry-After` seconds). Each operation lists the statuses it can answer.
 
 Interactive: [/docs](/docs) · reference: [/redoc](/redoc) · this document:
 [/openapi.json](/openapi.json)

@@ -11,7 +11,15 @@ from __future__ import annotations
 
 import functools
 import os
+import re
+from collections.abc import Iterable
 from typing import Any
+
+# Paths every BentoML HTTP service answers, and the mounts below which any path is one label.
+BENTOML_ROUTES = ("/", "/docs.json", "/schema.json", "/metrics", "/livez", "/readyz",
+                  "/healthz")
+BENTOML_MOUNTS = ("/static_content/", "/assets/")
+UNMATCHED = "<unmatched>"
 
 
 @functools.cache
@@ -32,6 +40,14 @@ def _metrics() -> dict[str, Any]:
         "active_model": m.Gauge(
             name="vcp_active_model_info", documentation="Active model version (info, value 1)",
             labelnames=["model", "version"], multiprocess_mode="livemax"),
+        "date_cache_bytes": m.Gauge(
+            name="vcp_date_cache_bytes",
+            documentation="Bytes held by the cached dates other than the latest "
+                          "(all API workers; each bounded by VCP_DATE_CACHE_MB)",
+            multiprocess_mode="livesum"),
+        "date_cache_dates": m.Gauge(
+            name="vcp_date_cache_dates", documentation="Dates in memory (all API workers)",
+            multiprocess_mode="livesum"),
     }
 
 
@@ -47,6 +63,11 @@ def registry_event(event: str, version: str) -> None:
     _metrics()["model_events"].labels(event=event).inc()
     if event == "switch":
         set_active_model(version)
+
+
+def date_cache(nbytes: int, dates: int) -> None:
+    _metrics()["date_cache_bytes"].set(nbytes)
+    _metrics()["date_cache_dates"].set(dates)
 
 
 _last_active: list[str] = []
@@ -74,3 +95,40 @@ def exposition() -> str:
     else:
         registry = prometheus_client.REGISTRY
     return prometheus_client.generate_latest(registry).decode()
+
+
+class RouteLabels:
+    """The `endpoint` label of a request path: the route template it matches
+    (`/api/v1/predict`, `/models/{version}`), `<prefix>{path}` below a static mount, else the
+    one label `<unmatched>`, so made-up paths cannot add metric series."""
+
+    def __init__(self, templates: Iterable[str], mounts: Iterable[str] = BENTOML_MOUNTS):
+        self.exact: set[str] = set()
+        self.patterns: list[tuple[re.Pattern[str], str]] = []
+        self.mounts = tuple(mounts)
+        self.add(templates)
+
+    def add(self, templates: Iterable[str]) -> None:
+        for template in templates:
+            if "{" not in template:
+                self.exact.add(template)
+                continue
+            regex = re.sub(r"\\\{[^}]+\\\}", "[^/]+", re.escape(template))
+            self.patterns.append((re.compile(f"^{regex}$"), template))
+
+    def __call__(self, path: str) -> str:
+        if path in self.exact:
+            return path
+        for pattern, template in self.patterns:
+            if pattern.match(path):
+                return template
+        for mount in self.mounts:
+            if path.startswith(mount):
+                return mount + "{path}"
+        return UNMATCHED
+
+
+def route_templates(app: Any, prefix: str) -> list[str]:
+    """The path templates of a mounted ASGI app's routes (FastAPI/Starlette), under `prefix`."""
+    return [prefix + route.path for route in getattr(app, "routes", ())
+            if isinstance(getattr(route, "path", None), str)]

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from datetime import date
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool
 
 from inference.scoring import MODEL_VERSION_PATTERN
 
@@ -13,6 +13,30 @@ MAX_BATCH = 100
 _STOCK_EXAMPLE = {"bse_code": "700001"}
 # Unknown fields are refused (422 naming them), not silently ignored.
 _STRICT = ConfigDict(extra="forbid")
+
+
+def _text_only(value: Any) -> Any:
+    if value is not None and not isinstance(value, str):
+        raise ValueError("a date is a string YYYY-MM-DD")
+    return value
+
+
+# Inputs are taken as their JSON type only: 0 is not false, "true" is not true, 20240105 is
+# not a date (each is a 422), so the schema says exactly what is accepted.
+IsoDate = Annotated[date, BeforeValidator(_text_only)]
+
+# The largest body each route accepts (serving/http.py BodyLimitMiddleware answers 413 beyond
+# it, before parsing): a few times what the largest valid request takes, and small enough that
+# parsing it takes milliseconds.
+BODY_LIMITS = {"/api/v1/predict": 16 * 1024, "/api/v1/batch_predict": 64 * 1024,
+               "/api/v1/models/reload": 4 * 1024}
+SCORE_ROW_BYTES = 1024  # a row of 25 features at full float precision, with a pinned version
+
+
+def body_limits(max_score_rows: int) -> dict[str, int]:
+    """BODY_LIMITS, with score_features' own for `max_score_rows` rows."""
+    return {**BODY_LIMITS,
+            "/api/v1/score_features": (max_score_rows + 1) * SCORE_ROW_BYTES}
 
 
 class StockRef(BaseModel):
@@ -32,12 +56,12 @@ class StockRef(BaseModel):
 class PredictOptions(BaseModel):
     model_config = _STRICT
 
-    prediction_date: date | None = Field(
+    prediction_date: IsoDate | None = Field(
         None, description="As-of date (YYYY-MM-DD); default: the latest session in the store. "
         "A weekend or holiday maps to the session before it (see `note` in the response)."
     )
-    include_features: bool = Field(False, description="Return the 25 feature values")
-    include_explanation: bool = Field(
+    include_features: StrictBool = Field(False, description="Return the 25 feature values")
+    include_explanation: StrictBool = Field(
         False, description="Return the top feature contributions (xgboost TreeSHAP)"
     )
     model_version: str | None = Field(
@@ -55,7 +79,8 @@ class PredictRequest(StockRef, PredictOptions):
 
 class BatchPredictRequest(PredictOptions):
     stocks: list[StockRef] = Field(
-        ..., description=f"1 to {MAX_BATCH} stocks", examples=[[_STOCK_EXAMPLE]]
+        ..., description=f"1 to {MAX_BATCH} stocks", examples=[[_STOCK_EXAMPLE]],
+        min_length=1, max_length=MAX_BATCH,
     )
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
         {"stocks": [{"bse_code": "700001"}, {"nse_symbol": "RAUTGO"}],
@@ -187,9 +212,16 @@ class ModelSummary(BaseModel):
     cached: bool
 
 
+class UnreadableVersion(BaseModel):
+    version: str = Field(description="The version folder's name")
+    error: str = Field(description="Why it cannot be read (it is skipped)")
+
+
 class ModelsResponse(BaseModel):
     active: str | None
-    models: list[ModelSummary]
+    models: list[ModelSummary] = Field(description="The readable versions, newest first")
+    unreadable: list[UnreadableVersion] = Field(
+        default_factory=list, description="Version folders that cannot be read, skipped")
 
 
 class ReloadRequest(BaseModel):

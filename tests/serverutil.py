@@ -22,15 +22,17 @@ def free_port() -> int:
 
 
 @contextmanager
-def running_server(market_db: Path, env: dict[str, str] | None = None, timeout: float = 90):
-    """Yield the base URL of a server on the given store; stop it afterwards."""
+def running_server(market_db: Path, env: dict[str, str] | None = None, timeout: float = 90,
+                   source: Path = ROOT):
+    """Yield the server process (its `url`, its `log_path`) on the given store, serving the
+    checkout `source`; stop it afterwards."""
     port = free_port()
     full_env = {**os.environ, "VCP_MARKET_DB": str(market_db), **(env or {})}
     log = open(Path(os.environ["VCP_DATA_DIR"]).parent / f"server-{port}.log", "w")  # noqa: SIM115
     proc = subprocess.Popen(
         [sys.executable, "-m", "bentoml", "serve", "service:VcpApi", "--port", str(port),
          "--host", "127.0.0.1"],
-        cwd=ROOT, env=full_env, stdout=log, stderr=subprocess.STDOUT,
+        cwd=source, env=full_env, stdout=log, stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + timeout
@@ -47,6 +49,7 @@ def running_server(market_db: Path, env: dict[str, str] | None = None, timeout: 
                 raise RuntimeError(f"server not ready in {timeout} s; see {log.name}")
             time.sleep(0.3)
         proc.url = url  # type: ignore[attr-defined]
+        proc.log_path = Path(log.name)  # type: ignore[attr-defined]
         yield proc
     finally:
         if proc.poll() is None:
@@ -56,3 +59,17 @@ def running_server(market_db: Path, env: dict[str, str] | None = None, timeout: 
             except subprocess.TimeoutExpired:
                 proc.kill()
         log.close()
+
+
+def api_worker_rss_mb(proc: subprocess.Popen) -> float:
+    """Resident memory (MB) of the server's API worker processes (not the model runner)."""
+    import psutil
+
+    total = 0.0
+    for child in psutil.Process(proc.pid).children(recursive=True):
+        try:
+            if "--service-name vcp_api" in " ".join(child.cmdline()):
+                total += child.memory_info().rss / 2**20
+        except psutil.Error:
+            continue
+    return total

@@ -274,7 +274,9 @@ def test_batch_predict_keeps_going_past_bad_stocks(api, stock):
 def test_batch_limits_and_unknown_fields(api, stock):
     assert api.post("/batch_predict", json={"stocks": []}).status_code == 422
     r = api.post("/batch_predict", json={"stocks": [{"bse_code": stock.bse_code}] * 101})
-    assert r.status_code == 422 and "1 to 100 entries, got 101" in r.json()["error"]
+    assert r.status_code == 422
+    assert r.json()["error"] == ("invalid request: stocks: List should have at most 100 items "
+                                 "after validation, not 101")
     ok = api.post("/batch_predict", json={"stocks": [{"bse_code": stock.bse_code}] * 100})
     assert ok.status_code == 200 and len(ok.json()["results"]) == 100
     r = api.post("/batch_predict", json={"stocks": [{"bse": stock.bse_code}]})
@@ -378,15 +380,33 @@ def test_a_corrupted_model_never_replaces_the_working_one(snapshot, active, clon
     client, runner = make_client(snapshot)
     r = client.post("/models/reload", json={"version": bad})
     assert r.status_code == 422
-    assert r.json()["error"].startswith(f"model {bad} could not be loaded; still serving "
-                                        f"{active}: model {bad} cannot be loaded")
+    # What it says is the kind of failure: no file path, no xgboost stack trace.
+    assert r.json()["error"] == (f"model {bad} could not be loaded; still serving {active}: "
+                                 f"model {bad} cannot be loaded: its files are damaged or "
+                                 "incomplete: XGBoostError")
+    # The pointer stays on the last good version: every worker keeps serving it.
+    assert model_store.read_active() == active
+    p = client.post("/predict", json={"isin": stock.isin})
+    assert p.status_code == 200 and p.json()["model_version"] == active
+    health = client.get("/health").json()
+    assert health["status"] == "ok" and health["active_model"] == active
+    pinned = client.post("/predict", json={"isin": stock.isin, "model_version": bad})
+    assert pinned.status_code == 422 and "cannot be loaded" in pinned.json()["error"]
+    assert "/" not in pinned.json()["error"]
+
+
+def test_a_pointer_naming_a_broken_model_degrades_health(snapshot, active, clones, stock):
+    _, bad = clones
+    client, _ = make_client(snapshot)
+    assert client.post("/predict", json={"isin": stock.isin}).status_code == 200
+    model_store.write_active(bad)  # e.g. its files damaged after it was promoted
     p = client.post("/predict", json={"isin": stock.isin})
     assert p.status_code == 200 and p.json()["model_version"] == active
     health = client.get("/health").json()
     assert health["status"] == "degraded" and health["active_model"] == active
-    assert health["reasons"][0].startswith(f"active pointer names {bad} but serving {active}")
-    pinned = client.post("/predict", json={"isin": stock.isin, "model_version": bad})
-    assert pinned.status_code == 422 and "cannot be loaded" in pinned.json()["error"]
+    assert health["reasons"] == [f"active pointer names {bad} but serving {active}: model "
+                                 f"{bad} cannot be loaded: its files are damaged or "
+                                 "incomplete: XGBoostError"]
 
 
 def test_a_fresh_worker_falls_back_when_the_pointer_names_a_broken_model(snapshot, active,
@@ -500,3 +520,240 @@ def test_chart_errors_are_json(api, params, status, text):
     assert r.status_code == status, r.text
     assert r.headers["content-type"].startswith("application/json")
     assert text in r.json()["error"]
+
+
+# -- hardening (issue 17): strict inputs, the model store, dates, the market store -------------
+@pytest.mark.parametrize(("body", "field"), [
+    ({"include_explanation": 0}, "include_explanation"),
+    ({"include_features": "true"}, "include_features"),
+    ({"include_features": 1}, "include_features"),
+    ({"prediction_date": 20261030}, "prediction_date"),
+])
+def test_inputs_are_taken_as_their_json_type_only(api, stock, body, field):
+    r = api.post("/predict", json={"isin": stock.isin, **body})
+    assert r.status_code == 422, r.text
+    assert r.json()["error"].startswith(f"invalid request: {field}:")
+
+
+def test_an_empty_batch_is_refused_by_the_schema_itself(api):
+    r = api.post("/batch_predict", json={"stocks": []})
+    assert r.status_code == 422
+    assert r.json()["error"] == ("invalid request: stocks: List should have at least 1 item "
+                                 "after validation, not 0")
+    from serving.schemas import BatchPredictRequest
+
+    schema = BatchPredictRequest.model_json_schema()
+    assert (schema["properties"]["stocks"]["minItems"],
+            schema["properties"]["stocks"]["maxItems"]) == (1, 100)
+
+
+def test_score_rows_take_numbers_only():
+    with pytest.raises(ValueError, match="float_type|valid number"):
+        ScoreRow.model_validate_json('{"features": [true' + ", 1.0" * 24 + "]}")
+    with pytest.raises(ValueError):
+        ScoreRow.model_validate({"features": ["1.0"] + [1.0] * 24})
+    assert ScoreRow.model_validate({"features": [1] + [None] * 24}).features[0] == 1.0
+
+
+@pytest.fixture()
+def bad_folders(models):
+    """Two version folders BentoML cannot read: empty, and a model.yaml that is not one."""
+    root = model_store.versions_dir()
+    empty, garbage = root / "zzzempty", root / "zzzgarbage"
+    empty.mkdir()
+    garbage.mkdir()
+    (garbage / "model.yaml").write_text(": not [ yaml")
+    yield "zzzempty", "zzzgarbage"
+    import shutil
+
+    shutil.rmtree(empty)
+    shutil.rmtree(garbage)
+
+
+def test_unreadable_version_folders_are_skipped_and_reported(snapshot, active, bad_folders,
+                                                             stock):
+    client, _ = make_client(snapshot)  # a registry starting with the bad folders present
+    r = client.post("/predict", json={"isin": stock.isin})
+    assert r.status_code == 200 and r.json()["model_version"] == active
+    listing = client.get("/models").json()
+    assert {m["version"] for m in listing["models"]} >= {active}
+    unreadable = {u["version"]: u["error"] for u in listing["unreadable"]}
+    assert set(unreadable) == set(bad_folders)
+    assert "cannot be read from the store" in unreadable["zzzempty"]
+    assert all("/" not in e for e in unreadable.values())  # no server paths
+    health = client.get("/health").json()
+    assert health["status"] == "degraded"
+    assert [r for r in health["reasons"] if "zzz" in r] == [
+        f"model_store_unreadable_version: {v} (skipped; see `models list`)" for v in bad_folders]
+    r = client.post("/models/reload", json={"version": "zzzempty"})
+    assert r.status_code == 422 and "cannot be read from the store" in r.json()["error"]
+    assert model_store.read_active() == active
+
+
+def test_a_registry_with_a_valid_pointer_reads_only_that_version(active, bad_folders,
+                                                                 monkeypatch):
+    def no_listing():
+        raise AssertionError("the registry listed the whole store")
+
+    monkeypatch.setattr(model_store, "list_models", no_listing)
+    registry = ModelRegistry(check_interval=0)
+    assert registry.refresh(force=True) == active
+
+
+def test_reload_to_a_broken_model_leaves_every_worker_on_the_good_one(snapshot, active,
+                                                                      clones, stock):
+    _, bad = clones
+    first, _ = make_client(snapshot)
+    second, _ = make_client(snapshot)  # another worker, following the pointer
+    assert first.post("/models/reload", json={"version": bad}).status_code == 422
+    assert model_store.read_active() == active
+    for client in (first, second):
+        r = client.post("/predict", json={"isin": stock.isin})
+        assert r.json()["model_version"] == active
+        assert client.get("/health").json()["status"] == "ok"
+
+
+def _async_client(backend):
+    import httpx
+
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app(lambda: backend)),
+                             base_url="http://api")
+
+
+def _one_slot_backend(small_store) -> ApiBackend:
+    """A backend computing one date at a time, whose requests do not wait for a slot."""
+    backend = ApiBackend(MarketSnapshot(small_store, concurrency=1),
+                         FakeRunner(ScoringCore()), stale_after_sessions=3, date_wait_seconds=0)
+    backend.snapshot.load()
+    return backend
+
+
+def _at_once(backend, isin: str, days: list[str]) -> list:
+    """Predicts for `isin` on each of `days`, sent together."""
+    import asyncio
+
+    async def together():
+        async with _async_client(backend) as client:
+            return await asyncio.gather(*(client.post(
+                "/predict", json={"isin": isin, "prediction_date": d}) for d in days))
+
+    return asyncio.run(together())
+
+
+def test_uncached_dates_beyond_the_bound_wait_then_get_503(active, stock, small_store):
+    cal = small_store.calendar()
+    dates = [str(cal[-200 - i]) for i in range(3)]
+    backend = _one_slot_backend(small_store)
+    answers = _at_once(backend, stock.isin, dates)
+    assert [r.status_code for r in answers] == [200, 503, 503]
+    busy = answers[1]
+    assert busy.headers["retry-after"] == "2"
+    assert busy.json()["error"].endswith("computing as many other dates as it allows (1); "
+                                         "retry in a few seconds")
+    # Waiting a moment is enough: the first date is done, the next computes.
+    again = TestClient(build_app(lambda: backend)).post(
+        "/predict", json={"isin": stock.isin, "prediction_date": dates[1]})
+    assert again.status_code == 200
+
+
+def test_requests_for_a_date_being_computed_wait_for_it(active, stock, small_store):
+    day = str(small_store.calendar()[-210])
+    answers = _at_once(_one_slot_backend(small_store), stock.isin, [day] * 3)
+    assert [r.status_code for r in answers] == [200] * 3  # one computation, no 503
+    assert len({r.json()["probability"] for r in answers}) == 1
+
+
+def test_an_unknown_stock_never_computes_a_date(snapshot, active):
+    backend = ApiBackend(snapshot, FakeRunner(ScoringCore()), stale_after_sessions=3)
+    client = TestClient(build_app(lambda: backend))
+    before = snapshot.cached_dates
+    r = client.post("/predict", json={"bse_code": "999999", "prediction_date": "2024-06-03"})
+    assert r.status_code == 404 and snapshot.cached_dates == before
+
+
+def test_the_date_cache_stays_within_its_byte_budget(small_store):
+    from inference.snapshot import footprint
+
+    probe = MarketSnapshot(small_store)
+    probe.load()
+    one = footprint(probe.at(small_store.calendar()[-100].astype(object)))
+    snap = MarketSnapshot(small_store, cache_bytes=2.5 * one)
+    snap.load()
+    for d in small_store.calendar()[-110:-100]:
+        snap.at(d.astype(object))
+        assert snap.cache_nbytes <= 2.5 * one
+    assert snap.cached_dates == 3  # two dates fit, and the latest, which is never evicted
+    empty = MarketSnapshot(small_store, cache_bytes=0)
+    empty.load()
+    assert empty.at(small_store.calendar()[-100].astype(object)).as_of is not None
+    assert empty.cached_dates == 1 and empty.cache_nbytes == 0
+
+
+@pytest.fixture()
+def store_copy(small_store, tmp_path):
+    import shutil
+
+    path = tmp_path / "market.duckdb"
+    shutil.copy(small_store.path, path)
+    return path
+
+
+def _backend_on(path, lock_wait=0.2):
+    snap = MarketSnapshot(MarketStore(path, lock_wait=lock_wait))
+    snap.load()
+    backend = ApiBackend(snap, FakeRunner(ScoringCore()), stale_after_sessions=3)
+    return backend, TestClient(build_app(lambda: backend))
+
+
+def _unavailable(client, stock, day, expected):
+    r = client.post("/predict", json={"isin": stock.isin, "prediction_date": day})
+    assert r.status_code == 503, r.text
+    assert r.headers["retry-after"] == "5"
+    assert r.json()["error"].startswith(f"{expected}: {day} is not in memory")
+    assert "/" not in r.json()["error"]  # no server path
+    # What is in memory is still served, on the same connection.
+    assert client.post("/predict", json={"isin": stock.isin}).status_code == 200
+    health = client.get("/health").json()
+    assert health["status"] == "degraded"
+    assert f"market_store_unavailable: {expected}; serving the data in memory" in (
+        health["reasons"])
+
+
+def test_a_deleted_store_is_503_and_health_degraded(store_copy, active, stock, small_store):
+    backend, client = _backend_on(store_copy)
+    store_copy.unlink()
+    _unavailable(client, stock, str(small_store.calendar()[-40]),
+                 "the market store file is missing")
+    assert backend.snapshot.maybe_refresh() is False  # the refresh keeps what it has
+
+
+def test_a_damaged_store_is_503(store_copy, active, stock, small_store):
+    backend, client = _backend_on(store_copy)
+    store_copy.write_bytes(b"not a duckdb file" * 1000)
+    _unavailable(client, stock, str(small_store.calendar()[-41]),
+                 "the market store cannot be read (IOException)")
+
+
+def test_a_locked_store_is_503_within_the_lock_wait(store_copy, active, stock, small_store):
+    import subprocess
+    import sys
+    import time
+
+    backend, client = _backend_on(store_copy, lock_wait=0.3)
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import duckdb, sys, time; con = duckdb.connect(sys.argv[1]); print('locked', "
+        "flush=True); time.sleep(60)"), str(store_copy)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        started = time.monotonic()
+        _unavailable(client, stock, str(small_store.calendar()[-42]),
+                     "the market store is locked by another process (an ingest?)")
+        assert time.monotonic() - started < 5
+    finally:
+        holder.kill()
+        holder.wait()
+    # The writer gone, the next read works and health recovers.
+    r = client.post("/predict", json={"isin": stock.isin,
+                                      "prediction_date": str(small_store.calendar()[-42])})
+    assert r.status_code == 200
+    assert client.get("/health").json()["status"] == "ok"

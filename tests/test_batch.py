@@ -325,3 +325,154 @@ def test_the_html_list_marks_setups_new_since_the_previous_run(small_store, quic
     for isin in now:  # each card says whether it is new
         card = page.split(f'data-isin="{isin}"')[1].split('<div class="card')[0]
         assert ('>NEW<' in card) == (isin in new)
+
+
+# -- issue 17: a full disk, a read-only folder, a crash after the commit, a broken model -------
+def _private_mounts(script: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    """`script` (sh) as root of its own mount namespace: what it mounts vanishes with it."""
+    return subprocess.run(["unshare", "--user", "--map-root-user", "--mount", "sh", "-c",
+                           script], capture_output=True, text=True, timeout=timeout,
+                          cwd=ROOT, env={**os.environ, **QUIET})
+
+
+def _can_mount(tmp_path) -> bool:
+    probe = tmp_path / "probe"
+    probe.mkdir()
+    try:
+        return _private_mounts(f"mount -t tmpfs -o size=64k tmpfs {probe}", 30).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
+def _after_a_failed_run(paths, before, day: str, cause: str) -> None:
+    """Nothing of the failed run is published; its journal row is failed with `cause`."""
+    assert _snapshot(paths) == before  # same files byte for byte, same rows
+    assert not [p for p in paths["out"].iterdir() if p.name.startswith(".")]
+    runs = db_rows(paths["db"], "batch_runs")
+    assert [r["status"] for r in runs] == ["succeeded", "failed"]
+    assert cause in runs[1]["error"], runs[1]["error"]
+    assert db_rows(paths["db"], "pending_files") == []
+
+
+def _a_long_previous_list(db: Path, rows: int = 20_000) -> None:
+    """Give the last run's list many more rows (as a larger universe would): the next run for
+    that date, which replaces them, writes far more than its journal row."""
+    con = sqlite3.connect(db)
+    try:
+        cols = [r[1] for r in con.execute("PRAGMA table_info(daily_predictions)")]
+        first = dict(zip(cols, con.execute("SELECT * FROM daily_predictions").fetchone(),
+                         strict=True))
+        con.executemany(
+            f"INSERT INTO daily_predictions ({', '.join(cols)}) VALUES "
+            f"({', '.join('?' for _ in cols)})",
+            [tuple({**first, "isin": f"INEZ{i:08d}", "rank": i}[c] for c in cols)
+             for i in range(rows)])
+        con.commit()
+    finally:
+        con.close()
+
+
+def test_a_full_disk_at_commit_publishes_nothing(small_store, quick_model, paths, tmp_path):
+    """The predictions database on a small tmpfs with room for the run's journal row but not
+    its predictions: the commit fails, and no file moves (they used to be renamed first)."""
+    if not _can_mount(tmp_path):
+        pytest.skip("no private mount namespace here; test_an_injected_full_database_... "
+                    "covers the same path")
+    good = run_batch(config_for(small_store, paths))
+    _a_long_previous_list(paths["db"])
+    before = _snapshot(paths)
+    disk, saved = tmp_path / "disk", tmp_path / "saved"
+    disk.mkdir()
+    saved.mkdir()
+    args = " ".join(args_for(small_store, {**paths, "db": disk / "predictions.db"}))
+    script = f"""
+set -e
+mount -t tmpfs -o size=16m tmpfs {disk}
+cp {paths['db']} {disk}/predictions.db
+free=$(df -k --output=avail {disk} | tail -1)
+dd if=/dev/zero of={disk}/filler bs=1k count=$((free - 64)) 2>/dev/null
+set +e
+{sys.executable} -m vcp batch run {args}
+echo $? > {saved}/rc
+cp {disk}/predictions.db* {saved}/
+"""
+    proc = _private_mounts(script)
+    assert (saved / "rc").read_text().strip() == "1", proc.stdout + proc.stderr
+    assert "database or disk is full" in message(proc)
+    assert "no transaction is active" not in message(proc)
+    _after_a_failed_run({**paths, "db": saved / "predictions.db"}, before, good.prediction_date,
+                        "database or disk is full")
+
+
+def test_an_injected_full_database_publishes_nothing(small_store, quick_model, paths):
+    """Where no tmpfs can be mounted: the database is capped at its size (SQLite's own
+    max_page_count) and the transaction has one more megabyte to store, so it fails just
+    before the commit as on a full disk, with SQLite's own error."""
+    run_batch(config_for(small_store, paths))
+    before = _snapshot(paths)
+    proc = cli(*args_for(small_store, paths), env={"VCP_BATCH_FAIL_AT": "db-full"})
+    assert proc.returncode == 1
+    assert ("writing the predictions database failed: database or disk is full"
+            in message(proc))
+    _after_a_failed_run(paths, before, "", "database or disk is full")
+
+
+def test_a_read_only_output_folder_is_blamed_not_the_database(small_store, quick_model, paths,
+                                                              tmp_path):
+    if not _can_mount(tmp_path):
+        pytest.skip("no private mount namespace here (and root ignores file permissions)")
+    paths["out"].mkdir()
+    args = " ".join(args_for(small_store, paths))
+    script = f"""
+mount -t tmpfs -o ro,size=64k tmpfs {paths['out']}
+{sys.executable} -m vcp batch run {args}
+"""
+    proc = _private_mounts(script)
+    assert proc.returncode == 1, message(proc)
+    assert "writing the outputs failed: [Errno 30] Read-only file system" in message(proc)
+    assert "predictions database" not in message(proc)
+    runs = db_rows(paths["db"], "batch_runs")
+    assert [r["status"] for r in runs] == ["failed"]  # was left 'running'
+    assert "Read-only file system" in runs[0]["error"]
+
+
+def test_a_run_killed_after_its_commit_is_published_by_the_next(small_store, quick_model,
+                                                                 paths):
+    proc = cli(*args_for(small_store, paths), env={"VCP_BATCH_FAIL_AT": "publish-kill"})
+    assert proc.returncode == -9
+    runs = db_rows(paths["db"], "batch_runs")
+    assert [r["status"] for r in runs] == ["succeeded"]  # committed
+    assert not [p for p in paths["out"].iterdir() if not p.name.startswith(".")]
+    pending = db_rows(paths["db"], "pending_files")
+    assert pending and all(Path(p["tmp"]).exists() for p in pending)
+    assert {Path(p["target"]).parent for p in pending} == {paths["out"]}
+    second = run_batch(config_for(small_store, paths))  # replays the renames first
+    assert db_rows(paths["db"], "pending_files") == []
+    assert not [p for p in paths["out"].iterdir() if p.name.startswith(".")]
+    assert {p.name for p in paths["out"].iterdir()} == {p.name for p in
+                                                        second.files.values()}
+    assert {Path(p["target"]).name for p in pending} == {p.name for p in second.files.values()}
+    assert [r["status"] for r in db_rows(paths["db"], "batch_runs")] == ["succeeded"] * 2
+
+
+def test_the_batch_scores_with_the_active_model_or_not_at_all(small_store, quick_model, paths):
+    from tests.models import clone_model
+    from training_artifacts import model_store
+
+    bad = clone_model(quick_model[0], corrupt=True)
+    model_store.write_active(bad)
+    try:
+        proc = cli(*args_for(small_store, paths))
+        assert proc.returncode == 1  # was 0, scored with another model
+        assert (f"the active model {bad} cannot be used: model {bad} cannot be loaded: its "
+                "files are damaged or incomplete: XGBoostError. Promote a working version"
+                in message(proc))
+        assert not paths["out"].exists() or not list(paths["out"].iterdir())
+        pinned = cli(*args_for(small_store, paths, "--model", quick_model[0]))
+        assert pinned.returncode == 0, message(pinned)
+        assert f"model {quick_model[0]}" in message(pinned)
+    finally:
+        model_store.write_active(quick_model[0])
+        import bentoml
+
+        bentoml.models.delete(f"vcp_breakout:{bad}")

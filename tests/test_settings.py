@@ -57,7 +57,13 @@ def test_values_from_the_environment(clean_env, monkeypatch):
     ("VCP_ACCESS_LOG", "maybe", "true/false, yes/no, on/off or 1/0"),
     ("VCP_RATE_LIMIT", "fast", "requests/s >= 0"),
     ("VCP_REFRESH_SECONDS", "-1", "a number of seconds > 0"),
-    ("VCP_BATCH_FAIL_AT", "read", "'write' or 'write-kill'"),
+    ("VCP_BATCH_FAIL_AT", "read", "'write', 'write-kill', 'publish-kill' or 'db-full'"),
+    ("VCP_MAX_BODY_BYTES", "100", "a whole number of bytes >= 1024"),
+    ("VCP_TRUSTED_PROXIES", "10.0.0.1,proxy", "comma-separated addresses or networks"),
+    ("VCP_AUTH_FAILURES_PER_MINUTE", "-1", "wrong keys per minute per address >= 0"),
+    ("VCP_HEADER_TIMEOUT_SECONDS", "0", "a number of seconds > 0"),
+    ("VCP_DATE_CONCURRENCY", "0", "a whole number >= 1"),
+    ("VCP_DATE_CACHE_MB", "lots", "megabytes >= 0"),
 ])
 def test_a_bad_value_names_the_variable_and_what_it_accepts(clean_env, monkeypatch, var,
                                                            value, accepted):
@@ -66,6 +72,13 @@ def test_a_bad_value_names_the_variable_and_what_it_accepts(clean_env, monkeypat
         load_settings()
     assert f"{var}={value!r}: " in str(info.value)
     assert f"(accepted: {accepted}" in str(info.value)
+
+
+def test_the_hardening_defaults(clean_env):
+    s = load_settings()
+    assert (s.max_body_bytes, s.metrics_key, s.trusted_proxies, s.auth_failures_per_minute,
+            s.header_timeout_seconds, s.date_concurrency, s.date_wait_seconds,
+            s.date_cache_mb) == (2 * 2**20, None, (), 30, 10, 1, 2, 512)
 
 
 def test_values_that_only_conflict_together(clean_env, monkeypatch):

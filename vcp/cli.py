@@ -317,23 +317,57 @@ def training_summary(meta: dict) -> list[str]:
     return lines
 
 
+def _model_failure(exc: Exception) -> typer.Exit:
+    """A model store error as the exit: 2 for a version that cannot exist (bad input)."""
+    from training_artifacts import model_store
+
+    return fail(str(exc), code=2 if isinstance(exc, model_store.InvalidModelVersion) else 1)
+
+
+def _active_problem(active: str | None) -> str | None:
+    """Why the version the pointer names cannot be served (None: it can, or no pointer)."""
+    from features import FEATURES
+    from training_artifacts import model_store
+    from training_artifacts.artifact import ArtifactError, read_artifact
+
+    if active is None:
+        return None
+    try:
+        model = model_store.get_model(active)
+        read_artifact(Path(model.path), model_store.metadata_of(model), FEATURES)
+    except model_store.ModelStoreError as exc:
+        return str(exc)
+    except ArtifactError as exc:
+        return model_store.load_failure(exc)
+    return None
+
+
 @models_app.command("list")
 def models_list() -> None:
-    """Versions in the store, newest first; * marks the active one."""
+    """Versions in the store, newest first; * marks the active one, ! a version folder that
+    cannot be read (skipped by the service)."""
     from training_artifacts import model_store
 
     active = model_store.read_active()
-    models = model_store.list_models()
-    if not models:
+    found = model_store.scan()
+    if not found.models and not found.unreadable:
         print("no vcp_breakout models; run `python -m vcp train`")
         return
-    for m in models:
+    for m in found.models:
         s = model_store.summary(m)
         mark = "*" if s["version"] == active else " "
         p10 = s["holdout_precision_at_10"]
         print(f"{mark} {s['version']}  {s['created']}  source={s['data_source']}  "
               f"quick={s['quick']}  holdout P@10={p10 if p10 is None else round(p10, 3)}"
               + ("" if s["features_match_code"] else "  (features differ from code)"))
+    for version, error in found.unreadable.items():
+        print(f"! {version}  unreadable, skipped: {error}")
+    problem = _active_problem(active)
+    if problem:
+        console.print(f"warning: the active pointer names {active}, which cannot be served "
+                      f"({problem}); the service serves the newest version that loads. "
+                      "Promote a working version: `python -m vcp models promote VERSION`",
+                      markup=False, highlight=False)
 
 
 @models_app.command("show")
@@ -351,7 +385,7 @@ def models_show(
         model = (model_store.active_or_latest() if version is None
                  else model_store.get_model(version))
     except model_store.ModelStoreError as exc:
-        raise fail(str(exc)) from None
+        raise _model_failure(exc) from None
     active = model_store.version_of(model) == model_store.read_active()
     print(json.dumps({"tag": str(model.tag), "active": active, "path": model.path,
                       **model_store.metadata_of(model)}, indent=2, default=str))
@@ -359,13 +393,14 @@ def models_show(
 
 @models_app.command("promote")
 def models_promote(version: Annotated[str, typer.Argument(help="Version to serve.")]) -> None:
-    """Set the active version the service serves (workers switch within seconds)."""
+    """Set the active version the service serves (workers switch within seconds). A version
+    whose files do not load is refused; the active one is then unchanged."""
     from training_artifacts import model_store
 
     try:
         print(f"active: {model_store.promote(version)}")
     except model_store.ModelStoreError as exc:
-        raise fail(str(exc)) from None
+        raise _model_failure(exc) from None
 
 
 @models_app.command("delete")
@@ -376,7 +411,7 @@ def models_delete(version: Annotated[str, typer.Argument(help="Version to delete
     try:
         model_store.delete(version)
     except model_store.ModelStoreError as exc:
-        raise fail(str(exc)) from None
+        raise _model_failure(exc) from None
     print(f"deleted {version}")
 
 
@@ -402,7 +437,8 @@ def batch_run(
         Path | None, typer.Option("--market-db", help="Market store (default $VCP_MARKET_DB).")
     ] = None,
     model: Annotated[
-        str | None, typer.Option("--model", help="Model version (default: the active one).")
+        str | None, typer.Option("--model", help="Model version (default: the active one; "
+                                 "the run fails when the active one cannot be loaded).")
     ] = None,
     charts: Annotated[
         int, typer.Option(help="Setups (and as many near-setups) drawn in report_D.html; "
@@ -430,6 +466,13 @@ def batch_run(
         raise fail("--chunk-size must be at least 1", code=2)
     if charts < 0:
         raise fail("--charts must be 0 or more", code=2)
+    if model is not None:
+        from training_artifacts import model_store
+
+        try:
+            model_store.check_version(model)
+        except model_store.InvalidModelVersion as exc:
+            raise fail(f"--model: {exc}", code=2) from None
     settings = settings_of(ctx)
     cfg = BatchConfig(
         market_db=market_db or settings.market_db_path,

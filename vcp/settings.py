@@ -8,6 +8,7 @@ an empty variable counts as unset.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import sys
 from pathlib import Path
@@ -65,6 +66,22 @@ class Settings(BaseSettings):
     # /metrics, /api/v1/health and X-Process-Time cover what it would tell.
     access_log: bool = Field(False, description="true/false, yes/no, on/off or 1/0")
 
+    # -- limits and trust (serving/http.py, inference/snapshot.py) ----------------------------
+    max_body_bytes: int = Field(2 * 2**20, ge=1024, description="a whole number of bytes >= 1024")
+    metrics_key: str | None = Field(
+        None, description="a key Prometheus sends as `Authorization: Bearer KEY` (or X-API-Key)")
+    trusted_proxies: CsvList = Field(
+        (), description="comma-separated addresses or networks (e.g. 10.0.0.0/8)")
+    auth_failures_per_minute: float = Field(
+        30.0, ge=0, allow_inf_nan=False,
+        description="wrong keys per minute per address >= 0 (0 turns the limit off)")
+    header_timeout_seconds: float = Field(10.0, gt=0, allow_inf_nan=False,
+                                          description="a number of seconds > 0")
+    date_concurrency: int = Field(1, ge=1, description=WHOLE_AT_LEAST_1)
+    date_wait_seconds: float = Field(2.0, ge=0, allow_inf_nan=False, description=SECONDS)
+    date_cache_mb: float = Field(512.0, ge=0, allow_inf_nan=False,
+                                 description="megabytes >= 0 (0 keeps only the latest date)")
+
     # -- the tradeable universe (training, API and batch) --------------------------------------
     min_traded_value: float = Field(
         1e7, ge=0, allow_inf_nan=False,
@@ -73,14 +90,24 @@ class Settings(BaseSettings):
 
     # -- the batch ---------------------------------------------------------------------------
     api_key: str | None = Field(None, description="the X-API-Key for `batch run --url`")
-    batch_fail_at: Literal["write", "write-kill"] | None = Field(
-        None, description="'write' or 'write-kill' (a test hook)")
+    batch_fail_at: Literal["write", "write-kill", "publish-kill", "db-full"] | None = Field(
+        None, description="'write', 'write-kill', 'publish-kill' or 'db-full' (a test hook)")
 
-    @field_validator("api_keys", "admin_keys", "cors_origins", mode="before")
+    @field_validator("api_keys", "admin_keys", "cors_origins", "trusted_proxies", mode="before")
     @classmethod
     def _split_commas(cls, value: Any) -> Any:
         if isinstance(value, str):
             return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _addresses(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for item in value:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(f"{item!r} is not an IP address or network") from None
         return value
 
     @model_validator(mode="after")
