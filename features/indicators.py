@@ -8,8 +8,7 @@ Conventions
   columns it has. Illiquid stocks therefore get NaN rather than a mean of three prints.
 - Everything used by the feature vector has finite memory (at most ~300 sessions), so the value at
   a date does not depend on where the panel starts: a 400-session panel ending at D gives the same
-  numbers as the full history at D. Infinite-memory filters (``ema``, ``atr_wilder``) live here
-  for charts and tests but are not used by ``features.vector``.
+  numbers as the full history at D; the module keeps no infinite-memory filter (EMA, Wilder ATR).
 - Values at column t only read columns <= t (no look-ahead).
 """
 
@@ -75,14 +74,6 @@ def _cumsums(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return cs, cc
 
 
-def rolling_sum(x: np.ndarray, w: int) -> tuple[np.ndarray, np.ndarray]:
-    """Sum of valid values and valid count over the trailing ``w`` sessions, every column."""
-    cs, cc = _cumsums(x)
-    t = x.shape[1]
-    lo = np.maximum(np.arange(1, t + 1) - w, 0)
-    return cs[:, 1:] - cs[:, lo], cc[:, 1:] - cc[:, lo]
-
-
 def window_mean_at(
     x: np.ndarray, w: int, cols: np.ndarray, minc: int | None = None, sums=None
 ) -> np.ndarray:
@@ -126,25 +117,6 @@ def _window_diff(cs: np.ndarray, hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
 def sma(x: np.ndarray, w: int, minc: int | None = None) -> np.ndarray:
     """Simple moving average over valid values in the trailing ``w`` sessions (80% rule)."""
     return window_mean_at(x, w, np.arange(x.shape[1]), minc)
-
-
-def ema(x: np.ndarray, span: int) -> np.ndarray:
-    """Exponential moving average (alpha = 2/(span+1)), seeded with the first valid value.
-
-    NaN sessions carry the previous value. Infinite memory: not used in the feature vector.
-    """
-    alpha = 2.0 / (span + 1.0)
-    out = np.full(x.shape, np.nan)
-    state = np.full(x.shape[0], np.nan)
-    for t in range(x.shape[1]):
-        v = x[:, t]
-        ok = ~np.isnan(v)
-        seed = ok & np.isnan(state)
-        state[seed] = v[seed]
-        upd = ok & ~seed
-        state[upd] = state[upd] + alpha * (v[upd] - state[upd])
-        out[:, t] = state
-    return out
 
 
 # ---------------------------------------------------------------- max / min
@@ -207,31 +179,6 @@ def atr_simple(high, low, close, n: int = 14, prev_close_limit: int = 10) -> np.
     """
     prev = lag(ffill(close, prev_close_limit), 1)
     return sma(true_range(high, low, prev), n)
-
-
-def atr_wilder(high, low, close, n: int = 14, prev_close_limit: int = 10) -> np.ndarray:
-    """Wilder ATR: seed = mean of the first ``n`` true ranges, then (prev*(n-1) + TR)/n.
-
-    NaN sessions carry the previous value. Infinite (but fast-decaying) memory.
-    """
-    tr = true_range(high, low, lag(ffill(close, prev_close_limit), 1))
-    nrow = tr.shape[0]
-    out = np.full(tr.shape, np.nan)
-    state = np.full(nrow, np.nan)
-    acc = np.zeros(nrow)
-    cnt = np.zeros(nrow, dtype=np.int64)
-    for t in range(tr.shape[1]):
-        v = tr[:, t]
-        ok = ~np.isnan(v)
-        seeding = ok & (cnt < n)
-        acc[seeding] += v[seeding]
-        cnt[seeding] += 1
-        just = seeding & (cnt == n)
-        state[just] = acc[just] / n
-        upd = ok & ~seeding
-        state[upd] = (state[upd] * (n - 1) + v[upd]) / n
-        out[:, t] = state
-    return out
 
 
 def rolling_mean_std(x: np.ndarray, w: int, minc: int | None = None):
@@ -302,13 +249,6 @@ def rolling_pctile_at(x: np.ndarray, w: int, cols: np.ndarray, minc: int | None 
     minc = min_count(w) if minc is None else minc
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where((cnt >= minc) & ~np.isnan(tv), 100.0 * le / cnt, np.nan)
-
-
-def volume_ratio(volume: np.ndarray, short: int, long: int) -> np.ndarray:
-    """SMA(volume, short) / SMA(volume, long), every column (``short`` = 1: today's volume)."""
-    num = volume if short == 1 else sma(volume, short)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return num / sma(volume, long)
 
 
 # ---------------------------------------------------------------- relative strength

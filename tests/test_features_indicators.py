@@ -57,25 +57,15 @@ def test_rolling_max_min(series):
         np.testing.assert_array_equal(ind.window_min_at(series, w, cols), mn[:, cols])
 
 
-def test_true_range_and_wilder_atr_by_hand():
+def test_true_range_and_atr_by_hand():
     h = np.array([[10.0, 11, 12, 11, 13]])
     lo = np.array([[9.0, 10, 10, 9, 11]])
     c = np.array([[9.5, 10.5, 11.5, 9.5, 12.5]])
     tr = ind.true_range(h, lo, ind.lag(c, 1))
     np.testing.assert_allclose(tr[0], [1, 1.5, 2, 2.5, 3.5])
-    atr = ind.atr_wilder(h, lo, c, n=3)
-    # seed = mean(1, 1.5, 2) = 1.5; then (1.5*2 + 2.5)/3 = 11/6; then (11/6*2 + 3.5)/3
-    want = [np.nan, np.nan, 1.5, 11 / 6, (11 / 3 + 3.5) / 3]
-    np.testing.assert_allclose(atr[0], want, equal_nan=True)
     np.testing.assert_allclose(
         ind.atr_simple(h, lo, c, n=3)[0], [np.nan, np.nan, 1.5, 2, 8 / 3], equal_nan=True
     )
-
-
-def test_ema_matches_pandas():
-    x = np.random.default_rng(1).normal(size=(2, 80)).cumsum(axis=1)
-    ref = by_pandas(x, lambda s: s.ewm(span=10, adjust=False).mean())
-    np.testing.assert_allclose(ind.ema(x, 10), ref, rtol=1e-12)
 
 
 def test_bb_width_and_pctile(series):
