@@ -122,7 +122,9 @@ class VcpApi:
         snapshot.load()
         self.backend = ApiBackend(snapshot, fixes.RetryingRunnerClient(self.runner),
                                   stale_after_sessions=settings.stale_after_sessions,
-                                  date_wait_seconds=settings.date_wait_seconds)
+                                  date_wait_seconds=settings.date_wait_seconds,
+                                  score_chunk=settings.max_batch_size)
+        self.backend.start_keeping_scores()  # __init__ runs on the worker's event loop
         _freeze_heap()
         threading.Thread(target=self._background, daemon=True, name="vcp-refresh").start()
 

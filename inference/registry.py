@@ -11,7 +11,6 @@ itself degraded.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections import OrderedDict
@@ -132,13 +131,6 @@ class ModelRegistry:
             return cached
 
     # -- the active version ------------------------------------------------------------------
-    def _pointer_signature(self) -> tuple[float, int] | None:
-        try:
-            st = os.stat(model_store.active_pointer_path())
-        except OSError:
-            return None
-        return (st.st_mtime, st.st_ino)
-
     def refresh(self, force: bool = False) -> str | None:
         """Re-read the active pointer if it changed; cheap (one stat) between changes."""
         now = time.monotonic()
@@ -149,7 +141,7 @@ class ModelRegistry:
             return self._active
         try:
             self._next_check = now + self.check_interval
-            signature = self._pointer_signature()
+            signature = model_store.active_pointer_signature()
             if not force and signature == self._pointer_state and self._active is not None:
                 return self._active
             self._pointer_state = signature

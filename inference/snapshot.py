@@ -95,6 +95,10 @@ class DateFeatures:
     def trend_template(self, i: int) -> dict[str, bool]:
         return self.result.trend_template(i)
 
+    def features_list(self, i: int) -> list[float | None]:
+        """Stock ``i``'s values in FEATURES order, None where missing (the runner's input)."""
+        return [float(x) if np.isfinite(x) else None for x in self.result.values[i]]
+
     def features(self, i: int) -> dict[str, float | None]:
         v = self.result.values[i]
         return {name: (float(x) if np.isfinite(x) else None) for name, x in zip(FEATURES, v,

@@ -24,6 +24,7 @@ from starlette.exceptions import HTTPException
 
 from features import FEATURES
 from inference.errors import DatesBusy, ModelLoadError, NoPriceData, scoring_error
+from inference.latest_scores import LatestScoresKeeper, feature_row
 from inference.scoring import ScoreResult, ScoreRow
 from inference.sessions import Session, weekdays_since
 from inference.snapshot import DateFeatures, MarketSnapshot
@@ -113,10 +114,13 @@ class ApiBackend:
     A date not in memory is computed (about a second of CPU on the full market) on a thread
     of its own, in one of the snapshot's computation slots; a request that finds them all
     taken waits up to `date_wait_seconds` for one, then gets 503 with Retry-After.
+    The latest session's setups are answered from `scores` (inference.latest_scores), built
+    with one runner call of up to `score_chunk` rows per chunk.
     """
 
     def __init__(self, snapshot: MarketSnapshot, runner: Runner, *, stale_after_sessions: int,
-                 today: Callable[[], date] = date.today, date_wait_seconds: float = 2.0):
+                 today: Callable[[], date] = date.today, date_wait_seconds: float = 2.0,
+                 score_chunk: int = 512):
         self.snapshot = snapshot
         self.runner = runner
         self.stale_after_sessions = stale_after_sessions
@@ -125,6 +129,8 @@ class ApiBackend:
         self.date_wait_seconds = date_wait_seconds
         self._date_pool = ThreadPoolExecutor(snapshot.concurrency, thread_name_prefix="vcp-date")
         self.charts = ChartCache()
+        self.scores = LatestScoresKeeper(snapshot, self.run_score, chunk=score_chunk)
+        self._scores_task: asyncio.Task[None] | None = None
 
     # -- helpers -----------------------------------------------------------------------------
     def lookup(self, ref: StockRef) -> Stock:
@@ -136,13 +142,23 @@ class ApiBackend:
         assert master is not None  # loaded with the latest features (resolve checked)
         return master.lookup(isin=ref.isin, bse_code=ref.bse_code, nse_symbol=ref.nse_symbol)
 
-    @staticmethod
-    def score_row(at: DateFeatures, row: int, version: str | None) -> ScoreRow:
-        values = at.result.values[row]
-        return ScoreRow(
-            features=[float(v) if np.isfinite(v) else None for v in values],
-            model_version=version,
-        )
+    async def score(self, at: DateFeatures, rows: list[int],
+                    version: str | None) -> list[ScoreResult]:
+        """Scores of the candidates `rows` of `at`: from the latest session's table when it
+        holds them all (one table, so one version), else from the runner."""
+        table = self.scores.current
+        if table is not None:
+            hits = [table.lookup(at, row, version) for row in rows]
+            if all(hit is not None for hit in hits):
+                metrics.score_source("table", len(rows))
+                return hits  # type: ignore[return-value]  # none is None (checked)
+        metrics.score_source("runner", len(rows))
+        return await self.run_score([feature_row(at, row, version) for row in rows])
+
+    def start_keeping_scores(self) -> None:
+        """Keep the latest session's scores current, on the worker's event loop."""
+        self._scores_task = asyncio.get_running_loop().create_task(
+            self.scores.keep_current(), name="vcp-latest-scores")
 
     def build_response(
         self, stock: Stock, session: Session, at: DateFeatures, row: int,
@@ -187,7 +203,7 @@ class ApiBackend:
 
     async def explain(self, at: DateFeatures, row: int, version: str | None) -> dict[str, Any]:
         """TreeSHAP contributions from the same model version that gave the probability."""
-        explanation = dict(await self._runner("explain", self.score_row(at, row, version)))
+        explanation = dict(await self._runner("explain", feature_row(at, row, version)))
         explanation.pop("model_version", None)
         return explanation
 
@@ -237,7 +253,7 @@ class ApiBackend:
         if not at.candidate(row):  # no setup: nothing for the model to score
             metrics.prediction("NONE")
             return self.build_response(stock, session, at, row, None, req, None, started)
-        scored = (await self.run_score([self.score_row(at, row, req.model_version)]))[0]
+        scored = (await self.score(at, [row], req.model_version))[0]
         if scored.error:
             raise scoring_error(scored.error_kind, scored.error)
         explanation = None
@@ -279,8 +295,7 @@ class ApiBackend:
                 answers[i] = self.build_response(stock, session, at, row, None, req, None,
                                                  started)
         if to_score:
-            rows = [self.score_row(at, row, req.model_version) for _, _, row in to_score]
-            scored = await self.run_score(rows)
+            scored = await self.score(at, [row for _, _, row in to_score], req.model_version)
             for (i, stock, row), s in zip(to_score, scored, strict=True):
                 if s.error:
                     failed(i, stock, scoring_error(s.error_kind, s.error))
@@ -306,7 +321,7 @@ class ApiBackend:
         row = at.price_row(stock)
         scored = None
         if at.candidate(row):
-            scored = (await self.run_score([self.score_row(at, row, None)]))[0]
+            scored = (await self.score(at, [row], None))[0]
             if scored.error:
                 raise scoring_error(scored.error_kind, scored.error)
         key = (stock.isin, at.as_of, scored.model_version if scored else None)
@@ -400,6 +415,10 @@ class ApiBackend:
         else:
             after = await self._runner("reload")
         await asyncio.to_thread(self.snapshot.maybe_refresh)
+        try:  # this worker answers from the new version at once (the others within ~1 s)
+            await self.scores.rebuild()
+        except Exception as exc:  # the runner busy: the background loop tries again
+            log.warning("latest scores not rebuilt after reload: %r", exc)
         metrics.set_active_model(after.get("active"))
         latest = self.snapshot.latest
         return {"active": after.get("active"), "previous": previous,

@@ -37,6 +37,11 @@ def _metrics() -> dict[str, Any]:
             name="vcp_model_registry_events_total",
             documentation="Model registry events: load, load_failure, hit, miss, switch",
             labelnames=["event"]),
+        "scored_setups": m.Counter(
+            name="vcp_scored_setups_total",
+            documentation="Setups scored for answers, by source: the latest session's table "
+                          "in the API worker, or the model runner",
+            labelnames=["source"]),
         "active_model": m.Gauge(
             name="vcp_active_model_info", documentation="Active model version (info, value 1)",
             labelnames=["model", "version"], multiprocess_mode="livemax"),
@@ -57,6 +62,10 @@ def prediction(confidence: str) -> None:
 
 def feature_seconds(seconds: float) -> None:
     _metrics()["feature_seconds"].observe(seconds)
+
+
+def score_source(source: str, count: int) -> None:
+    _metrics()["scored_setups"].labels(source=source).inc(count)
 
 
 def registry_event(event: str, version: str) -> None:

@@ -5,6 +5,8 @@ The real-server tests (test_service.py, test_reload.py) keep the end-to-end path
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import datetime as dt
 from typing import Any
 
@@ -20,6 +22,7 @@ from inference.snapshot import MarketSnapshot
 from market.ingest import ingest_paths
 from market.store import MarketStore
 from serving.api import ApiBackend, build_app
+from serving.errors import RunnerUnavailable
 from serving.http import ApiKeyMiddleware
 from tests.models import clone_model, small_model
 from tests.oracle import expected_scores
@@ -34,6 +37,7 @@ class FakeRunner:
         self.core = core
         self.down = False
         self.drop_last = False
+        self.scored_rows = 0  # rows sent to `score`
 
     def _check(self) -> None:
         if self.down:
@@ -41,6 +45,7 @@ class FakeRunner:
 
     async def score(self, rows: list[ScoreRow]) -> list[Any]:
         self._check()
+        self.scored_rows += len(rows)
         out = self.core.score(rows)
         return out[:-1] if self.drop_last else out
 
@@ -454,6 +459,92 @@ def test_scores_stay_aligned_when_rows_pin_different_versions(active, clones, or
     assert [r.error_kind for r in out] == [None, "ModelLoadError", None, "UnknownModelVersion"]
     assert out[0].probability == pytest.approx(p[0]) and out[0].model_version == active
     assert out[2].probability == pytest.approx(p[2]) and out[2].model_version == a
+
+
+# -- the latest session's scores table (issue 15) ---------------------------------------------
+def build_table(client) -> None:
+    """What the worker's background loop does when the table is stale."""
+    asyncio.run(client.backend.scores.rebuild())
+
+
+def test_latest_setups_come_from_the_table_with_the_runners_numbers(
+        api, stock, no_setup_stock, earlier_setup, oracle, active, clones):
+    runner, keeper = api.runner, api.backend.scores
+    before = api.post("/predict", json={"isin": stock.isin}).json()  # no table yet: runner
+    assert runner.scored_rows == 1 and keeper.stale()
+    build_table(api)
+    assert runner.scored_rows == 1 + int(oracle.candidate.sum()) and not keeper.stale()
+    assert keeper.current.model_version == active
+    p, conf = expected_scores(active, oracle.values[[oracle.row(stock.isin)]])
+    body = api.post("/predict", json={"isin": stock.isin}).json()
+    batch = api.post("/batch_predict", json={"stocks": [{"isin": stock.isin},
+                                                        {"isin": no_setup_stock.isin}]}).json()
+    assert runner.scored_rows == 1 + int(oracle.candidate.sum())  # no runner call since
+    assert body["probability"] == pytest.approx(p[0], abs=1e-6) == before["probability"]
+    assert body["confidence"] == conf[0] and body["model_version"] == active
+    assert [r["probability"] for r in batch["results"]] == [body["probability"], None]
+    assert batch["model_version"] == active
+    # Another date, another version and explanations still go to the runner.
+    earlier_stock, earlier, _ = earlier_setup
+    scored = runner.scored_rows
+    api.post("/predict", json={"isin": earlier_stock.isin, "prediction_date": str(earlier)})
+    (a, _), _ = clones
+    pinned = api.post("/predict", json={"isin": stock.isin, "model_version": a}).json()
+    assert runner.scored_rows == scored + 2 and pinned["model_version"] == a
+    explained = api.post("/predict", json={"isin": stock.isin, "include_explanation": True})
+    assert explained.json()["explanation"]["top"] and runner.scored_rows == scored + 2
+
+
+def test_the_table_follows_the_pointer_and_a_refresh(small_store, active, clones, stock):
+    (a, _), _ = clones
+    snap = MarketSnapshot(small_store)  # its own: refreshed below
+    snap.load()
+    client, runner = make_client(snap)
+    build_table(client)
+    keeper = client.backend.scores
+    model_store.promote(a)  # through another worker or the CLI
+    assert keeper.stale()
+    build_table(client)
+    assert keeper.current.model_version == a
+    answers = client.post("/batch_predict", json={"stocks": [{"isin": stock.isin}] * 3}).json()
+    assert {r["model_version"] for r in answers["results"]} == {a} == {answers["model_version"]}
+    table = keeper.current
+    snap.load()  # a new snapshot of the store (an ingest): the old table no longer answers
+    assert keeper.stale() and table.lookup(snap.latest, snap.latest.row(stock.isin), None) is None
+    build_table(client)
+    assert keeper.current.features is snap.latest
+    model_store.write_active(active)
+
+
+def test_the_table_outlives_a_runner_outage_but_never_a_broken_pointer(snapshot, active,
+                                                                      clones, stock):
+    _, bad = clones
+    client, runner = make_client(snapshot)
+    runner.core.registry.refresh(force=True)  # as the runner service starts
+    build_table(client)
+    table = client.backend.scores.current
+    runner.down = True
+    r = client.post("/predict", json={"isin": stock.isin})
+    assert r.status_code == 200 and r.json()["model_version"] == active  # from the table
+    model_store.write_active(bad)  # a pointer to a broken model, with the runner down
+    with pytest.raises(RunnerUnavailable):
+        build_table(client)
+    assert client.backend.scores.current is table
+    runner.down = False
+    build_table(client)  # the runner keeps the working version, and so does the table
+    assert client.backend.scores.current.model_version == active
+    assert client.post("/predict", json={"isin": stock.isin}).json()["model_version"] == active
+
+
+def test_the_background_loop_builds_the_table(snapshot, active):
+    client, _ = make_client(snapshot)
+
+    async def briefly() -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(client.backend.scores.keep_current(interval=0.01), 0.5)
+
+    asyncio.run(briefly())
+    assert client.backend.scores.current.model_version == active
 
 
 # -- API keys ----------------------------------------------------------------------------------

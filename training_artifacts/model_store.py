@@ -172,6 +172,16 @@ def read_active() -> str | None:
         return None
 
 
+def active_pointer_signature() -> tuple[float, int] | None:
+    """(mtime, inode) of the active pointer, None without one: a stat tells a worker whether
+    the pointer moved (it is replaced by a rename, so the inode changes with every write)."""
+    try:
+        st = os.stat(active_pointer_path())
+    except OSError:
+        return None
+    return (st.st_mtime, st.st_ino)
+
+
 def write_active(version: str) -> None:
     path = active_pointer_path()
     path.parent.mkdir(parents=True, exist_ok=True)
