@@ -114,6 +114,28 @@ def _window_diff(cs: np.ndarray, hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
     return out
 
 
+class WindowMean:
+    """``sma(x, w)`` computed at the cells asked for (``m[rows, cols]``, as on the array) from
+    cumulative sums taken once: for a reader of a few columns of a whole panel. Same values as
+    ``sma`` (the same differences of the same sums)."""
+
+    def __init__(self, x: np.ndarray, w: int, sums=None):
+        sums = sums if sums is not None else _cumsums(x)
+        self.cs: np.ndarray = sums[0]
+        self.cc: np.ndarray = sums[1]
+        self.w = w
+        self.minc = max(min_count(w), 1)
+
+    def __getitem__(self, key: tuple) -> np.ndarray:
+        rows, cols = key
+        hi = np.maximum(np.asarray(cols, dtype=np.int64) + 1, 0)
+        lo = np.maximum(hi - self.w, 0)
+        s = self.cs[rows, hi] - self.cs[rows, lo]
+        c = self.cc[rows, hi] - self.cc[rows, lo]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(c >= self.minc, s / np.maximum(c, 1), np.nan)
+
+
 def sma(x: np.ndarray, w: int, minc: int | None = None) -> np.ndarray:
     """Simple moving average over valid values in the trailing ``w`` sessions (80% rule)."""
     return window_mean_at(x, w, np.arange(x.shape[1]), minc)

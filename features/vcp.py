@@ -105,9 +105,10 @@ class VcpInputs:
     close: np.ndarray  # forward-filled (at most 10 sessions)
     volume: np.ndarray
     atr_pct: np.ndarray  # simple ATR / close
-    sma150: np.ndarray
-    sma200: np.ndarray
-    vol_avg: np.ndarray  # mean volume over `volume_sessions`
+    # Read at a few columns per date: computed there, not over the whole panel.
+    sma150: ind.WindowMean
+    sma200: ind.WindowMean
+    vol_avg: ind.WindowMean  # mean volume over `volume_sessions`
     advance_low: np.ndarray  # lowest low of the `advance_lookback` sessions ending at t
     vol_cum: np.ndarray  # [n, T + 1] cumulative volume (NaN as 0) ...
     vol_cnt: np.ndarray  # ... and count of sessions with volume
@@ -122,15 +123,16 @@ def prepare_inputs(high, low, close_ref, volume, rules: VcpRules = RULES) -> Vcp
         atr_pct = ind.sma(tr, rules.atr_sessions) / close_ref
     vol_cum, vol_cnt = _cumulative(volume)
     atr_cum, atr_cnt = _cumulative(atr_pct)
+    close_sums = ind._cumsums(close_ref)
     return VcpInputs(
         high=np.where(np.isnan(high), -np.inf, high),
         low=np.where(np.isnan(low), np.inf, low),
         close=close_ref,
         volume=volume,
         atr_pct=atr_pct,
-        sma150=ind.sma(close_ref, 150),
-        sma200=ind.sma(close_ref, 200),
-        vol_avg=ind.sma(volume, rules.volume_sessions),
+        sma150=ind.WindowMean(close_ref, 150, sums=close_sums),
+        sma200=ind.WindowMean(close_ref, 200, sums=close_sums),
+        vol_avg=ind.WindowMean(volume, rules.volume_sessions),
         advance_low=ind.rolling_min(low, rules.advance_lookback),
         vol_cum=vol_cum, vol_cnt=vol_cnt, atr_cum=atr_cum, atr_cnt=atr_cnt,
     )
@@ -211,6 +213,11 @@ class VcpDay:
     def why_not(self, i: int) -> str | None:
         """The first rule stock ``i`` fails, in words with its numbers (None for a setup)."""
         r, c = self.rules, int(self.code[i])
+        if c == OK:
+            return None
+        if c == EXTENDED:  # a base with a pivot: the ratio is defined
+            return (f"extended: the close is {100 * (self.close[i] / self.pivot[i] - 1):.1f}% "
+                    f"above the pivot (more than {100 * r.max_extension:.0f}%)")
         k = int(self.count[i])
         depths = "/".join(f"{100 * x:.0f}" for x in self.depth[i, :min(k, MAX_STORED)])
         texts = {
@@ -237,10 +244,8 @@ class VcpDay:
             NO_DRYUP: f"no volume dry-up: the last contraction trades "
                       f"{100 * self.dryup[i]:.0f}% of the 50-day average volume (at most "
                       f"{100 * r.max_dryup:.0f}%)",
-            EXTENDED: f"extended: the close is {100 * self.dist_to_pivot[i]:.1f}% above the "
-                      f"pivot (more than {100 * r.max_extension:.0f}%)",
         }
-        return None if c == OK else texts[c]
+        return texts[c]
 
     def _stage2_text(self, i: int) -> str:
         parts = {

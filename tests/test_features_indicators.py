@@ -155,3 +155,16 @@ def test_rs_rating_is_defined_for_short_and_illiquid_histories():
     longer = np.hstack([np.full((5, 300), 80.0), close])
     longer[:, :300][np.isnan(close[:, :1]).ravel()] = np.nan
     np.testing.assert_array_equal(ind.weighted_return_at(longer, d + 300)[:, 0], wr)
+
+
+def test_window_mean_gives_the_sma_at_the_cells_asked_for():
+    rng = np.random.default_rng(3)
+    x = rng.normal(100, 5, (6, 40))
+    x[rng.random(x.shape) < 0.15] = np.nan
+    full = ind.sma(x, 10)
+    lazy = ind.WindowMean(x, 10)
+    rows = np.array([True, False, True, True, False, True])
+    cols = np.array([0, 9, 25, 39])
+    assert np.array_equal(lazy[:, 30], full[:, 30], equal_nan=True)
+    assert np.array_equal(lazy[rows, cols], full[rows, cols], equal_nan=True)
+    assert np.isnan(lazy[:, 3]).all()  # fewer valid sessions than the 80% rule asks
