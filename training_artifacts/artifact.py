@@ -16,10 +16,12 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import xgboost as xgb
+
+if TYPE_CHECKING:  # imported where used: the API workers and the CLI never load a booster
+    import xgboost as xgb
 
 MODEL_NAME = "vcp_breakout"
 BOOSTER_FILE = "model.json"
@@ -67,6 +69,8 @@ class ModelArtifact:
         return self.calibrator(raw)
 
     def _dmatrix(self, features: np.ndarray) -> xgb.DMatrix:
+        import xgboost as xgb
+
         return xgb.DMatrix(np.asarray(features, dtype=np.float32), missing=np.nan,
                            feature_names=self.features)
 
@@ -113,6 +117,8 @@ def read_artifact(
     thresholds = metadata.get("thresholds") or {}
     if not {"HIGH", "MEDIUM"} <= set(thresholds):
         raise ArtifactError("model metadata lacks confidence thresholds HIGH/MEDIUM")
+    import xgboost as xgb
+
     try:
         booster = xgb.Booster()
         booster.load_model(str(folder / BOOSTER_FILE))
