@@ -77,10 +77,11 @@ class LatestScoresKeeper:
         if (self.snapshot.latest is not self._built_for
                 or model_store.active_pointer_signature() != self._built_pointer):
             return True
+        if time.monotonic() < self._next_retry:
+            return False
         wanted = model_store.read_active()
         table = self.current
-        mismatch = table is None or (wanted is not None and table.model_version != wanted)
-        return mismatch and time.monotonic() >= self._next_retry
+        return table is None or (wanted is not None and table.model_version != wanted)
 
     async def rebuild(self) -> LatestScores | None:
         """Score the latest session's candidates and swap the table in. The pointer's version
