@@ -38,6 +38,7 @@ from features.indicators import ffill
 from features.universe import Floors, median_traded_value_at, tradeable
 from features.vector import HISTORY_WINDOW
 from inference.errors import MarketDataLoading, MarketStoreUnavailable, NoPriceData
+from inference.feature_cache import FeatureCache
 from inference.sessions import Session, day, resolve_session
 from market.master import Stock, StockMaster
 from market.store import MarketStore, Panel, StoreError
@@ -166,7 +167,7 @@ def release_freed_memory() -> None:
 
 class MarketSnapshot:
     def __init__(self, store: MarketStore, cache_bytes: float = 512 * 2**20,
-                 concurrency: int = 1, floors: Floors | None = None):
+                 concurrency: int = 1, floors: Floors | None = None, disk_cache: bool = True):
         self.store = store
         self.cache_bytes = cache_bytes
         self.concurrency = concurrency
@@ -182,19 +183,38 @@ class MarketSnapshot:
         self.meta: dict[str, str] = {}
         self._store_error: str | None = None
         self.computing: set[date] = set()  # dates being computed now
+        # The latest session's features on disk for restarts (None: always compute).
+        self.disk = FeatureCache(store.path) if disk_cache else None
+        self.loaded_from: str | None = None  # "cache" or "computed", after load()
 
     # -- loading -----------------------------------------------------------------------------
     def load(self) -> None:
         meta = self.store.get_meta()
         master = self.store.master()
         calendar = self.store.calendar()
-        panel = self.store.load_panel(None, HISTORY_WINDOW)
-        latest = features_from_panel(panel, self.floors)
+        latest = self._latest_features(meta, calendar)
         with self._lock:
             self.meta, self.master, self.calendar, self.latest = meta, master, calendar, latest
             self._cache = OrderedDict({latest.as_of: latest})
             self._sizes = {}
         self._store_error = None
+
+    def _latest_features(self, meta: dict[str, str], calendar: np.ndarray) -> DateFeatures:
+        """The newest session's features: from the disk cache when its key matches (a
+        restart), else computed and cached."""
+        disk = self.disk if len(calendar) else None
+        key = disk.key(meta.get("updated_at"), str(calendar[-1]), HISTORY_WINDOW,
+                       self.floors) if disk is not None else None
+        if disk is not None and key is not None:
+            cached = disk.read(key)
+            if isinstance(cached, DateFeatures) and cached.as_of == day(calendar[-1]):
+                self.loaded_from = "cache"
+                return cached
+        latest = features_from_panel(self.store.load_panel(None, HISTORY_WINDOW), self.floors)
+        self.loaded_from = "computed"
+        if disk is not None and key is not None:
+            disk.write(key, latest)
+        return latest
 
     def maybe_refresh(self) -> bool:
         """Reload when the store changed since the last load; True when it did. A store that

@@ -133,8 +133,9 @@ class MarketStore:
 
     @staticmethod
     def set_meta(con: duckdb.DuckDBPyConnection, **values: object) -> None:
-        """Write metadata keys inside the caller's transaction; `updated_at` is always refreshed."""
-        now = datetime.now(UTC).isoformat(timespec="seconds")
+        """Write metadata keys inside the caller's transaction; `updated_at` is always refreshed
+        (to the microsecond: readers tell two writes in one second apart by it)."""
+        now = datetime.now(UTC).isoformat(timespec="microseconds")
         values = {**values, "updated_at": now}
         if not con.execute("SELECT 1 FROM metadata WHERE key = 'created_at'").fetchone():
             values["created_at"] = now
