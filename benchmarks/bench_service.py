@@ -398,12 +398,12 @@ def main() -> None:
         print(f"  batch_predict(100) p95 {med('batch', 'p95'):.1f} ms, "
               f"non-2xx {sum(r['batch']['non_2xx'] for r in rounds)}")
     finally:
-        stack.close()
         for proc in reversed(procs):
             try:
                 stop(proc)
             except Exception as exc:  # still stop the others
                 print(f"could not stop server pid {proc.pid}: {exc!r}", file=sys.stderr)
+        stack.close()  # the bare endpoint's home, once it has stopped
 
 
 if __name__ == "__main__":
