@@ -264,14 +264,10 @@ def ranked_predictions(market: MarketDay, universe: Universe, scores: Scores) ->
     idx, X, day = universe.scored, universe.X, universe.day
     fi = {name: j for j, name in enumerate(FEATURES)}
     vcp_day = day.result.vcp
-    sel = market.stocks.iloc[idx]
     pred = pd.DataFrame({
         "prediction_date": market.day,
-        "isin": market.panel.isins[idx],
-        "nse_symbol": sel["nse_symbol"].to_numpy(dtype=object),
-        "bse_code": sel["bse_code"].to_numpy(dtype=object),
-        "name": sel["name"].to_numpy(dtype=object),
-        "sector": sel["sector"].to_numpy(dtype=object),
+        **_identity(market, idx),
+        "sector": market.stocks.iloc[idx]["sector"].to_numpy(dtype=object),
         "probability": scores.probability,
         "confidence": scores.confidence,
         "footprint": [vcp_day.footprint(int(i)) for i in idx],
@@ -297,14 +293,10 @@ def ranked_predictions(market: MarketDay, universe: Universe, scores: Scores) ->
 def near_setups(market: MarketDay, universe: Universe) -> pd.DataFrame:
     """Stocks inside the universe whose base failed one late rule, closest to a setup first."""
     idx = universe.near
-    sel = market.stocks.iloc[idx]
     vcp_day = universe.day.result.vcp
     out = pd.DataFrame({
         "prediction_date": market.day,
-        "isin": market.panel.isins[idx],
-        "nse_symbol": sel["nse_symbol"].to_numpy(dtype=object),
-        "bse_code": sel["bse_code"].to_numpy(dtype=object),
-        "name": sel["name"].to_numpy(dtype=object),
+        **_identity(market, idx),
         "footprint": [vcp_day.footprint(int(i)) for i in idx],
         "pivot_price": vcp_day.pivot[idx],
         "close": _last_close(market.panel.close[idx]),
@@ -318,14 +310,15 @@ def near_setups(market: MarketDay, universe: Universe) -> pd.DataFrame:
 
 def skipped_stocks(market: MarketDay, universe: Universe) -> pd.DataFrame:
     idx = universe.skipped
-    sk = market.stocks.iloc[idx]
-    return pd.DataFrame({
-        "isin": market.panel.isins[idx],
-        "nse_symbol": sk["nse_symbol"].to_numpy(dtype=object),
-        "bse_code": sk["bse_code"].to_numpy(dtype=object),
-        "name": sk["name"].to_numpy(dtype=object),
-        "reason": universe.reasons[idx],
-    })
+    return pd.DataFrame({**_identity(market, idx), "reason": universe.reasons[idx]})
+
+
+def _identity(market: MarketDay, idx: np.ndarray) -> dict[str, np.ndarray]:
+    """The columns that name stocks `idx` in every output: isin, nse_symbol, bse_code, name."""
+    sel = market.stocks.iloc[idx]
+    return {"isin": market.panel.isins[idx],
+            **{col: sel[col].to_numpy(dtype=object) for col in ("nse_symbol", "bse_code",
+                                                                  "name")}}
 
 
 def database_rows(pred: pd.DataFrame, run_id: str, created_at: str) -> list[tuple]:

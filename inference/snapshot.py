@@ -101,9 +101,7 @@ class DateFeatures:
         return [float(x) if np.isfinite(x) else None for x in self.result.values[i]]
 
     def features(self, i: int) -> dict[str, float | None]:
-        v = self.result.values[i]
-        return {name: (float(x) if np.isfinite(x) else None) for name, x in zip(FEATURES, v,
-                                                                                 strict=True)}
+        return dict(zip(FEATURES, self.features_list(i), strict=True))
 
 
 def features_from_panel(panel: Panel, floors: Floors | None = None) -> DateFeatures:
