@@ -102,8 +102,7 @@ def workload(limit: int = 2000) -> Workload:
         stock = master.by_isin(isins[row])
         ref = {"bse_code": stock.bse_code} if stock.bse_code else {"isin": stock.isin}
         setups.append(json.dumps(ref))
-        vector = [float(x) if np.isfinite(x) else None for x in latest.result.values[row]]
-        bare.append(json.dumps({"features": vector}))
+        bare.append(json.dumps({"features": latest.features_list(row)}))
     if not setups:
         raise SystemExit(f"no setup at the latest session ({latest.as_of}) of the store: "
                          "nothing the model would score")
@@ -167,21 +166,12 @@ def bare_home(stack: contextlib.ExitStack) -> dict[str, str]:
     service's (a symlink), and the service's active version named. Two `bentoml serve` on one
     BENTOML_HOME share its Prometheus folder, which each empties at start: the service's
     metrics would vanish."""
-    from training_artifacts import model_store  # after startup_settings (BENTOML_HOME)
+    from inference.registry import ModelRegistry  # after startup_settings (BENTOML_HOME)
 
     home = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bare-bentoml-")))
     (home / "models").symlink_to(SETTINGS.model_store_dir / "models")
     return {"BENTOML_HOME": str(home),
-            "VCP_BARE_MODEL": model_store.read_active() or active_or_newest()}
-
-
-def active_or_newest() -> str:
-    from training_artifacts import model_store
-
-    models = model_store.list_models()
-    if not models:
-        raise SystemExit("no vcp_breakout model in the store: run `python -m vcp train`")
-    return model_store.version_of(models[0])
+            "VCP_BARE_MODEL": ModelRegistry.active_version()}
 
 
 def start_server(target: str, env: dict[str, str],

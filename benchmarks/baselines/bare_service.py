@@ -19,6 +19,7 @@ import bentoml
 import numpy as np
 
 from features import FEATURES
+from inference.registry import ModelRegistry
 from training_artifacts import model_store
 from training_artifacts.artifact import read_artifact
 from vcp.settings import startup_settings
@@ -27,25 +28,14 @@ from vcp.settings import startup_settings
 startup_settings()
 
 
-def active_version() -> str:
-    """VCP_BARE_MODEL when set (the benchmark runs this service on a BENTOML_HOME of its own,
-    see there), else what the service serves: the active pointer's version, else the newest
-    readable one."""
-    version = os.environ.get("VCP_BARE_MODEL") or model_store.read_active()
-    if version:
-        return version
-    models = model_store.list_models()
-    if not models:
-        raise RuntimeError("no vcp_breakout model in the store: run `python -m vcp train`")
-    return model_store.version_of(models[0])
-
-
 # Access log off, as the service's default: the comparison is of the serving paths.
 @bentoml.service(name="bare_booster", workers=2, traffic={"timeout": 30},
                  logging={"access": {"enabled": False}})
 class BareBooster:
     def __init__(self) -> None:
-        model = model_store.get_model(active_version())
+        model = model_store.get_model(
+            # VCP_BARE_MODEL: the benchmark runs this on a BENTOML_HOME of its own (see there).
+            os.environ.get("VCP_BARE_MODEL") or ModelRegistry.active_version())
         artifact = read_artifact(Path(model.path), model_store.metadata_of(model), FEATURES)
         # As the service holds it (read_artifact sets nthread=1).
         self.booster = artifact.booster
